@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv themselves.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed-stamp
+DEMO := demo
+
+.PHONY: demo test bench lint browser clean
+
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# Tiny random-weight models on the built-in synthetic data, then the HTML report comparing them.
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(VENV)/bin/capture --model tiny-llava --samples 8 --out $(DEMO)/traces
+	$(VENV)/bin/capture --model tiny-video-llava --samples 8 --out $(DEMO)/traces
+	$(VENV)/bin/capture --model tiny-eventgpt --samples 8 --out $(DEMO)/traces
+	$(VENV)/bin/analyze $(DEMO)/traces --html --out $(DEMO)/analysis
+	@echo "open $(DEMO)/analysis/report.html in a browser; traces open in https://ui.perfetto.dev"
+
+# Debian's chromium for the report's headless-browser test (skipped with a reason if it cannot be installed).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the browser test will skip"; }
+
+test: $(STAMP) browser
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check capture analyze tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) benchmarks/out

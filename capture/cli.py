@@ -1,0 +1,142 @@
+"""``capture``: profile a VLM's generate() with stage labels, one Chrome trace per sample."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from capture.config import CaptureConfig, help_of
+from capture.errors import CaptureError
+from capture.models.registry import MODELS
+
+EXAMPLES = """
+\b
+Examples:
+  capture --model tiny-llava --samples 8                  # CPU, seconds, no downloads
+  capture --model llava-1.5 --samples 200 --device cuda   # weights from the HF cache or --model-path
+  capture --model video-llava --dataset DIR --samples 200 --max-new-tokens 64
+  capture --model tiny-eventgpt --mode decoupled
+  capture --resume traces/tiny-llava-20261122-120000      # continue a stopped run
+\b
+Then: analyze traces/ --html
+"""
+
+
+def _o(name: str, **kw: Any) -> Any:
+    """A click option whose help text is the config field's, so it is written once."""
+    flag = "--" + name.replace("_", "-")
+    return click.option(flag, name, help=help_of(name), show_default=True, **kw)
+
+
+D = CaptureConfig()
+
+
+class InputError(click.ClickException):
+    """Bad input: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+
+@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@_o("model", type=str, default=D.model, metavar="|".join(MODELS))
+@_o("model_path", type=str, default=None)
+@_o("dataset", type=click.Path(file_okay=False), default=None)
+@_o("samples", type=int, default=D.samples)
+@_o("out", type=click.Path(file_okay=False), default=D.out)
+@_o("mode", type=click.Choice(["fused", "decoupled"]), default=D.mode)
+@_o("device", type=str, default=D.device)
+@_o("dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default=D.dtype)
+@_o("max_new_tokens", type=int, default=D.max_new_tokens)
+@_o("min_new_tokens", type=int, default=D.min_new_tokens)
+@_o("warmup", type=int, default=D.warmup)
+@_o("verify", type=click.Choice(["first", "all", "none"]), default=D.verify)
+@_o("record_shapes", is_flag=True, default=D.record_shapes)
+@_o("with_stack", is_flag=True, default=D.with_stack)
+@_o("profile_memory", is_flag=True, default=D.profile_memory)
+@_o("seed", type=int, default=D.seed)
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Continue a stopped run folder (its run.json's options are used).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def main(resume: Path | None, quiet: bool, **options: Any) -> None:
+    """Run a vision-language model's ordinary generate() under torch.profiler with stage labels
+    (load, preprocess, vision, prefill, every decode step) and write one Chrome trace per sample
+    plus run.json to traces/<run_id>/."""
+    from capture.runner import Capture  # torch loads here, not for --help
+
+    try:
+        cap = Capture.prepare(CaptureConfig(**options), resume=resume)
+    except CaptureError as exc:
+        raise InputError(str(exc)) from None
+    run_dir = cap.manifest.run_dir
+    bar = _progress_bar(cap.n_samples, quiet)
+    try:
+        result = cap.run(progress=bar.update_sample if bar else None)
+    except KeyboardInterrupt:
+        done = sum(s["status"] == "ok" for s in cap.manifest.samples)
+        click.echo(f"\ninterrupted after {done} of {cap.n_samples} samples; "
+                   f"continue with: capture --resume {run_dir}", err=True)
+        sys.exit(130)
+    finally:
+        if bar:
+            bar.close()
+    _report(cap.manifest.data, run_dir)
+    if result.failed or cap.manifest.data["status"] != "complete":
+        sys.exit(1)
+
+
+class _Bar:
+    """tqdm bar with running means of TTFT and per-token latency."""
+
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.tqdm = tqdm(total=total, unit="sample", file=sys.stderr, dynamic_ncols=True)
+        self.ttft: list[float] = []
+        self.tpot: list[float] = []
+
+    def update_sample(self, index: int, outcome: dict[str, Any]) -> None:
+        if outcome.get("ttft_ms") is not None:
+            self.ttft.append(outcome["ttft_ms"])
+        if outcome.get("tpot_ms") is not None:
+            self.tpot.append(outcome["tpot_ms"])
+        post = {}
+        if self.ttft:
+            post["ttft_ms"] = f"{sum(self.ttft) / len(self.ttft):.1f}"
+        if self.tpot:
+            post["tpot_ms"] = f"{sum(self.tpot) / len(self.tpot):.2f}"
+        if outcome["status"] != "ok":
+            post["failed"] = index
+        self.tqdm.set_postfix(post, refresh=False)
+        self.tqdm.update(1)
+
+    def close(self) -> None:
+        self.tqdm.close()
+
+
+def _progress_bar(total: int, quiet: bool) -> _Bar | None:
+    return None if quiet else _Bar(total)
+
+
+def _report(data: dict[str, Any], run_dir: Path) -> None:
+    """The end-of-run lines: where the traces are and how the checks went."""
+    samples = data["samples"]
+    ok = [s for s in samples if s["status"] == "ok"]
+    click.echo(f"run {data['run_id']}: {len(ok)} of {len(samples)} samples captured -> {run_dir}")
+    for s in samples:
+        if s["status"] != "ok":
+            click.echo(f"  sample {s['index']} ({s['sample_id']}) failed: {s['error']}")
+    ver = data.get("verification", {})
+    ident, acc, ovh = ver.get("identity", {}), ver.get("accounting", {}), ver.get("overhead", {})
+    if ident.get("ok") is not None:
+        verdict = "identical" if ident["ok"] else f"DIFFERENT for samples {[m['index'] for m in ident['mismatches']]}"
+        click.echo(f"  identity: tokens with labels+profiler vs without: {verdict} (checked {ident['checked']})")
+    if acc.get("ok") is not None:
+        verdict = "ok" if acc["ok"] else f"FAILED for samples {acc['failed']}"
+        click.echo(f"  accounting: stages add up to wall time: {verdict} (max error {acc['max_error_ms']} ms)")
+    if ovh.get("ratio") is not None:
+        click.echo(f"  overhead: profiled/unprofiled generate() = {ovh['ratio']:.3f}x "
+                   f"({ovh['profiled_ms']:.1f} vs {ovh['unprofiled_ms']:.1f} ms)")
+    click.echo(f"next: analyze {run_dir} --html")

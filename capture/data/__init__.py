@@ -1,0 +1,1 @@
+"""Datasets: the built-in synthetic scene and the EventGPT DSEC layout."""

@@ -1,0 +1,1 @@
+"""Model adapters: each knows its model's submodules, prompt and inputs."""

@@ -1,0 +1,97 @@
+"""The model-adapter contract: what capture needs to know about a VLM to label and run it.
+
+An adapter owns a model and its preprocessing. It names the submodules whose forward hooks
+open and close the stage labels (the model's source is never patched), turns a raw sample into
+model inputs, and runs the model's ordinary ``generate()``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from capture.data.sample import Modality, RawSample
+
+Inputs = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build a model: which weights, where, in what precision."""
+
+    name: str
+    model_path: str | None
+    device: torch.device
+    dtype: torch.dtype
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class VisionParts:
+    """Submodules that bound vision encoding.
+
+    A forward pre-hook on any of ``enter`` opens ``stage3:vision`` (if not already open); the
+    post-hook of ``exit`` closes it. ``parts`` get finer labels ``stage3:vision/<name>``
+    (name is one of tower, projector, aggregate) around their own forward.
+    """
+
+    enter: tuple[nn.Module, ...]
+    exit: nn.Module
+    parts: tuple[tuple[str, nn.Module], ...]
+
+
+class ModelAdapter(ABC):
+    """One model family; subclasses build real or tiny weights and know its inputs."""
+
+    modality: ClassVar[Modality]
+    model: nn.Module
+    spec: ModelSpec
+    weights_source: str
+
+    @classmethod
+    @abstractmethod
+    def build(cls, spec: ModelSpec) -> ModelAdapter:
+        """Load (or, for ``tiny-*``, construct with random seeded weights) the model.
+
+        Raises CaptureError naming where it looked when weights are missing.
+        """
+
+    @abstractmethod
+    def vision_parts(self) -> VisionParts:
+        """The submodules whose hooks delimit ``stage3:vision``."""
+
+    @abstractmethod
+    def step_module(self) -> nn.Module:
+        """The module called once per generation step (prefill, then each decode)."""
+
+    @abstractmethod
+    def prepare(self, raw: RawSample) -> Inputs:
+        """Preprocess a raw sample into model inputs on the adapter's device (``stage2:preprocess``)."""
+
+    @abstractmethod
+    def encode_vision(self, inputs: Inputs) -> Inputs:
+        """Decoupled mode: run the vision encoder explicitly and return generate() inputs that
+        carry its features instead of pixels, so generate() encodes nothing again."""
+
+    @abstractmethod
+    def generate(self, inputs: Inputs, *, max_new_tokens: int, min_new_tokens: int) -> list[int]:
+        """Greedy-decode with the model's ordinary ``generate()``; return the new token ids."""
+
+    @abstractmethod
+    def decode(self, token_ids: list[int]) -> str:
+        """Token ids to text."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for run.json: class, parameter count, weights source."""
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return {
+            "name": self.spec.name,
+            "class": type(self.model).__name__,
+            "parameters": n_params,
+            "weights": self.weights_source,
+            "modality": self.modality,
+        }

@@ -1,0 +1,77 @@
+"""What the transformers-based adapters share: weight lookup, version shims, greedy generate."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+
+from capture.errors import CaptureError
+
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+
+
+def dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``from_pretrained`` takes ``dtype`` in transformers 5.x and ``torch_dtype`` in 4.x."""
+    return {"dtype": dtype} if TRANSFORMERS_MAJOR >= 5 else {"torch_dtype": dtype}
+
+
+def hub_cache_dir() -> str:
+    """Where transformers looks for downloaded weights."""
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def load_pretrained(cls: Any, name: str, source: str, **kwargs: Any) -> Any:
+    """Load from a local folder or the Hugging Face cache only (never the network).
+
+    A missing model becomes a CaptureError that says where we looked and how to point at weights.
+    """
+    local = Path(source).expanduser()
+    where = str(local) if local.exists() else f"the Hugging Face cache ({hub_cache_dir()}) for {source!r}"
+    try:
+        return cls.from_pretrained(
+            str(local) if local.exists() else source, local_files_only=True, **kwargs
+        )
+    except (OSError, ValueError) as exc:
+        raise CaptureError(
+            f"{name}: weights not found in {where} ({type(exc).__name__}); download them first or pass "
+            f"--model-path DIR with a local copy, or use tiny-{name.split('-')[0]} for a demo"
+        ) from None
+
+
+def supports_mm_encoder_outputs(model: nn.Module) -> bool:
+    """transformers 5.x lets generate() take precomputed vision features as ``mm_encoder_outputs``."""
+    return "mm_encoder_outputs" in inspect.signature(model.forward).parameters
+
+
+def greedy_generate(model: Any, inputs: dict[str, Any], *, max_new_tokens: int, min_new_tokens: int) -> list[int]:
+    """The model's ordinary ``generate()``, greedy; returns only the new token ids."""
+    out = model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+    )
+    ids = out[0]
+    if "input_ids" in inputs:  # generate() echoes the prompt unless it was given embeddings only
+        ids = ids[inputs["input_ids"].shape[1] :]
+    return [int(t) for t in ids.tolist()]
+
+
+def scatter_features(
+    model: Any, input_ids: torch.Tensor, token_id: int, features: torch.Tensor
+) -> torch.Tensor:
+    """Prompt embeddings with the placeholder tokens replaced by vision features (4.x decoupled)."""
+    embeds = model.get_input_embeddings()(input_ids)
+    mask = (input_ids == token_id).unsqueeze(-1).expand_as(embeds)
+    return embeds.masked_scatter(mask, features.to(embeds.dtype).reshape(-1))

@@ -1,0 +1,268 @@
+"""LLaVA-1.5 and Video-LLaVA adapters (transformers classes), real or tiny random weights.
+
+Prompts are built here rather than by the transformers processors: each ``<image>``/``<video>``
+placeholder is expanded to one token per vision feature, as the processors do, so the same
+code serves transformers 4.5x and 5.x and needs no torchvision (5.x's video processor does).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import transformers
+from PIL import Image
+from torch import nn
+from transformers import (
+    AutoImageProcessor,
+    AutoTokenizer,
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    VideoLlavaConfig,
+    VideoLlavaForConditionalGeneration,
+)
+
+from capture.data.sample import Modality, RawSample
+from capture.models import hf
+from capture.models.base import Inputs, ModelAdapter, ModelSpec, VisionParts
+from capture.models.tiny import build_tiny_tokenizer, seeded
+
+LLAVA_HUB_ID = "llava-hf/llava-1.5-7b-hf"
+VIDEO_LLAVA_HUB_ID = "LanguageBind/Video-LLaVA-7B-hf"
+VIDEO_FRAMES = 8  # Video-LLaVA samples 8 frames per clip
+
+TINY_IMAGE_SIZE = 56  # 4x4 patches of 14 px
+
+
+def _tiny_vision_config() -> CLIPVisionConfig:
+    return CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=TINY_IMAGE_SIZE,
+        patch_size=14,
+        projection_dim=32,
+    )
+
+
+def _tiny_text_config(vocab_size: int, tok: Any) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+
+
+def _tiny_image_processor() -> Any:
+    # transformers 5.x names the PIL-backed processor explicitly; 4.x's default is PIL-backed.
+    cls = getattr(transformers, "CLIPImageProcessorPil", CLIPImageProcessor)
+    return cls(
+        size={"shortest_edge": TINY_IMAGE_SIZE},
+        crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
+    )
+
+
+class _LlavaFamily(ModelAdapter):
+    """Shared by LLaVA-1.5 and Video-LLaVA: prompt expansion, inputs, generate."""
+
+    hub_id: ClassVar[str]
+    model_cls: ClassVar[type]
+    placeholder: ClassVar[str]
+    pixel_key: ClassVar[str]
+
+    def __init__(self, spec: ModelSpec, model: nn.Module, tokenizer: Any, image_processor: Any, source: str):
+        self.spec = spec
+        self.model = model.to(spec.device).eval()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.weights_source = source
+        cfg = model.config
+        vision = cfg.vision_config
+        self.patches = (vision.image_size // vision.patch_size) ** 2
+        self.placeholder_id = int(tokenizer.convert_tokens_to_ids(self.placeholder))
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.model.generation_config.pad_token_id = pad
+
+    @classmethod
+    def build(cls, spec: ModelSpec) -> ModelAdapter:
+        if spec.name.startswith("tiny-"):
+            seeded(spec.seed)
+            tok = build_tiny_tokenizer()
+            model = cls.model_cls(cls.tiny_config(tok)).to(spec.dtype)
+            return cls(spec, model, tok, _tiny_image_processor(), f"random init (tiny config, seed {spec.seed})")
+        source = spec.model_path or cls.hub_id
+        model = hf.load_pretrained(cls.model_cls, spec.name, source, **hf.dtype_kwarg(spec.dtype))
+        tok = hf.load_pretrained(AutoTokenizer, spec.name, source)
+        proc = hf.load_pretrained(AutoImageProcessor, spec.name, source)
+        return cls(spec, model, tok, proc, source)
+
+    @classmethod
+    def tiny_config(cls, tok: Any) -> Any:
+        raise NotImplementedError
+
+    # -- inputs -----------------------------------------------------------------------------
+    def frames_for(self, raw: RawSample) -> list[np.ndarray]:
+        return raw.frames
+
+    def n_placeholder_tokens(self, n_frames: int) -> int:
+        raise NotImplementedError
+
+    def prompt(self, question: str, n_tokens: int) -> str:
+        return f"USER: {self.placeholder * n_tokens}\n{question} ASSISTANT:"
+
+    def pixels(self, frames: list[np.ndarray]) -> torch.Tensor:
+        images = [Image.fromarray(f) for f in frames]
+        out = self.image_processor(images=images, return_tensors="pt")
+        return next(iter(out.values()))  # "pixel_values" (key name differs across versions)
+
+    def prepare(self, raw: RawSample) -> Inputs:
+        frames = self.frames_for(raw)
+        if not frames:
+            raise ValueError(f"sample {raw.sample_id} has no frames for {self.spec.name}")
+        pixels = self.pixels(frames)
+        text = self.prompt(raw.prompt, self.n_placeholder_tokens(len(frames)))
+        enc = self.tokenizer(text, return_tensors="pt")
+        dev, dtype = self.spec.device, self.spec.dtype
+        return {
+            "input_ids": enc["input_ids"].to(dev),
+            "attention_mask": enc["attention_mask"].to(dev),
+            self.pixel_key: self.shape_pixels(pixels).to(dev, dtype),
+        }
+
+    def shape_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels
+
+    # -- running ----------------------------------------------------------------------------
+    def step_module(self) -> nn.Module:
+        return self.model
+
+    def generate(self, inputs: Inputs, *, max_new_tokens: int, min_new_tokens: int) -> list[int]:
+        return hf.greedy_generate(self.model, inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
+
+    def decode(self, token_ids: list[int]) -> str:
+        return str(self.tokenizer.decode(token_ids, skip_special_tokens=True))
+
+    def encode_vision(self, inputs: Inputs) -> Inputs:
+        rest = {k: v for k, v in inputs.items() if k != self.pixel_key}
+        with torch.no_grad():
+            out = self.vision_features(inputs[self.pixel_key])
+        if hf.supports_mm_encoder_outputs(self.model):  # transformers 5.x
+            return {**rest, "mm_encoder_outputs": {self.modality_key: out}}
+        feats = out if isinstance(out, torch.Tensor) else torch.cat(list(out), dim=0)
+        embeds = hf.scatter_features(self.model, rest["input_ids"], self.placeholder_id, feats)
+        return {"inputs_embeds": embeds, "attention_mask": rest["attention_mask"]}
+
+    modality_key: ClassVar[str]
+
+    def vision_features(self, pixels: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+
+class LlavaAdapter(_LlavaFamily):
+    """``llava-1.5`` / ``tiny-llava``: one frame through the CLIP tower."""
+
+    modality: ClassVar[Modality] = "image"
+    hub_id = LLAVA_HUB_ID
+    model_cls = LlavaForConditionalGeneration
+    placeholder = "<image>"
+    pixel_key = "pixel_values"
+    modality_key = "image"
+
+    @classmethod
+    def tiny_config(cls, tok: Any) -> LlavaConfig:
+        return LlavaConfig(
+            vision_config=_tiny_vision_config(),
+            text_config=_tiny_text_config(len(tok), tok),
+            image_token_index=int(tok.convert_tokens_to_ids("<image>")),
+            vision_feature_layer=-2,
+            vision_feature_select_strategy="default",
+            projector_hidden_act="gelu",
+        )
+
+    def frames_for(self, raw: RawSample) -> list[np.ndarray]:
+        return raw.frames[len(raw.frames) // 2 : len(raw.frames) // 2 + 1]
+
+    def n_placeholder_tokens(self, n_frames: int) -> int:
+        strategy = getattr(self.model.config, "vision_feature_select_strategy", "default")
+        return self.patches if strategy == "default" else self.patches + 1
+
+    def vision_parts(self) -> VisionParts:
+        inner = self.model.model if hasattr(self.model, "model") else self.model
+        tower, projector = inner.vision_tower, inner.multi_modal_projector
+        return VisionParts(enter=(tower,), exit=projector, parts=(("tower", tower), ("projector", projector)))
+
+    def vision_features(self, pixels: torch.Tensor) -> Any:
+        cfg = self.model.config
+        kw: dict[str, Any] = {
+            "vision_feature_layer": cfg.vision_feature_layer,
+            "vision_feature_select_strategy": cfg.vision_feature_select_strategy,
+        }
+        if hf.supports_mm_encoder_outputs(self.model):
+            kw["return_dict"] = True
+        return self.model.get_image_features(pixel_values=pixels, **kw)
+
+
+class VideoLlavaAdapter(_LlavaFamily):
+    """``video-llava`` / ``tiny-video-llava``: up to 8 frames through the video tower."""
+
+    modality: ClassVar[Modality] = "video"
+    hub_id = VIDEO_LLAVA_HUB_ID
+    model_cls = VideoLlavaForConditionalGeneration
+    placeholder = "<video>"
+    pixel_key = "pixel_values_videos"
+    modality_key = "video"
+
+    @classmethod
+    def tiny_config(cls, tok: Any) -> VideoLlavaConfig:
+        return VideoLlavaConfig(
+            vision_config=_tiny_vision_config(),
+            text_config=_tiny_text_config(len(tok), tok),
+            image_token_index=int(tok.convert_tokens_to_ids("<image>")),
+            video_token_index=int(tok.convert_tokens_to_ids("<video>")),
+            vision_feature_layer=-2,
+            vision_feature_select_strategy="default",
+            projector_hidden_act="gelu",
+        )
+
+    def frames_for(self, raw: RawSample) -> list[np.ndarray]:
+        if len(raw.frames) <= VIDEO_FRAMES:
+            return raw.frames
+        idx = np.linspace(0, len(raw.frames) - 1, VIDEO_FRAMES).round().astype(int)
+        return [raw.frames[i] for i in idx]
+
+    def n_placeholder_tokens(self, n_frames: int) -> int:
+        return n_frames * (self.patches + 1)  # the video path keeps each frame's CLS token
+
+    def shape_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.unsqueeze(0)  # (1, frames, 3, H, W)
+
+    def vision_parts(self) -> VisionParts:
+        inner = self.model.model if hasattr(self.model, "model") else self.model
+        towers = (inner.image_tower, inner.video_tower)
+        projector = inner.multi_modal_projector
+        return VisionParts(
+            enter=towers,
+            exit=projector,
+            parts=(("tower", towers[0]), ("tower", towers[1]), ("projector", projector)),
+        )
+
+    def vision_features(self, pixels: torch.Tensor) -> Any:
+        kw: dict[str, Any] = {"vision_feature_layer": self.model.config.vision_feature_layer}
+        inner = self.model.model if hasattr(self.model, "model") else self.model
+        if hf.supports_mm_encoder_outputs(self.model):
+            kw["return_dict"] = True
+            return inner.get_video_features(pixel_values_videos=pixels, **kw)
+        out = inner.get_video_features(pixel_values_videos=pixels, **kw)
+        return out[0] if isinstance(out, tuple) else out
