@@ -79,6 +79,8 @@ class Capture:
         if resume is not None:
             manifest = RunManifest.load(resume)
             cfg = CaptureConfig.from_json(manifest.data["config"])
+            for stale in resume.glob(".*.tmp-*"):  # left by a killed process mid-write
+                stale.unlink()
         adapter_class(cfg.model)  # unknown names fail before anything is loaded
         if cfg.samples < 1:
             raise CaptureError(f"--samples {cfg.samples}: must be at least 1")

@@ -1,0 +1,152 @@
+"""The capture loop: labelled traces for every tiny model, checks, failures, Ctrl-C and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from analyze import vocabulary as vocab
+from capture.config import CaptureConfig
+from capture.labels import StageLabeler
+from capture.runner import Capture
+from tests.conftest import TINY_MODELS
+from tests.trace_checks import labels_in_order, load_trace, partial_overlaps
+
+
+def _cfg(tmp_path: Path, **kw) -> CaptureConfig:
+    base = dict(model="tiny-llava", samples=3, out=str(tmp_path), max_new_tokens=4, min_new_tokens=4, warmup=0)
+    return CaptureConfig(**{**base, **kw})
+
+
+def _manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+@pytest.mark.parametrize("model", TINY_MODELS)
+def test_every_label_in_every_trace_and_checks_pass(model: str, tiny_run) -> None:
+    run_dir = tiny_run(model)
+    data = _manifest(run_dir)
+    assert data["status"] == "complete"
+    assert data["verification"]["identity"]["ok"] is True
+    assert data["verification"]["accounting"]["ok"] is True
+    assert data["verification"]["overhead"]["ratio"] > 0
+    for s in data["samples"]:
+        events = load_trace(run_dir / s["trace"])["traceEvents"]
+        names = labels_in_order(events)
+        i = s["index"]
+        assert names[:3] == [f"sample#{i}", vocab.LOAD, vocab.PREPROCESS]
+        assert names[3] == vocab.GENERATE
+        assert vocab.VISION in names and vocab.VISION_TOWER in names and vocab.VISION_PROJECTOR in names
+        steps = [n for n in names if vocab.decode_step(n) is not None]
+        assert len(steps) == len(s["token_ids"]) == 6
+        if model == "tiny-eventgpt":
+            assert vocab.VISION_AGGREGATE in names
+        assert partial_overlaps(events) == [], "Perfetto drops partially overlapping slices"
+        assert s["accounting"]["ok"] and s["ttft_ms"] > 0 and s["tpot_ms"] > 0
+
+
+@pytest.mark.parametrize("model", TINY_MODELS)
+def test_decoupled_gives_fused_tokens_and_vision_outside_generate(model: str, tiny_run) -> None:
+    fused, decoupled = _manifest(tiny_run(model)), _manifest(tiny_run(model, "decoupled"))
+    assert decoupled["config"]["mode"] == "decoupled"
+    assert [s["token_ids"] for s in decoupled["samples"]] == [s["token_ids"] for s in fused["samples"]]
+    events = load_trace(tiny_run(model, "decoupled") / "sample-00000.pt.trace.json.gz")["traceEvents"]
+    span = {e["name"]: (e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "user_annotation"}
+    assert span[vocab.VISION][1] <= span[vocab.GENERATE][0]
+
+
+def test_identity_check_fails_when_a_hook_changes_the_output(tmp_path: Path, monkeypatch) -> None:
+    original = StageLabeler.attach
+
+    def attach_and_tamper(self: StageLabeler) -> None:
+        original(self)
+        bump = lambda m, a, out: out.logits.__setitem__((..., 7), out.logits[..., 7] + 1e4)  # noqa: E731
+        self._handles.append(self._adapter.step_module().register_forward_hook(bump))
+
+    monkeypatch.setattr(StageLabeler, "attach", attach_and_tamper)
+    cap = Capture.prepare(_cfg(tmp_path, samples=1))
+    cap.run()
+    ident = cap.manifest.data["verification"]["identity"]
+    assert ident["ok"] is False and ident["mismatches"][0]["index"] == 0
+    assert cap.manifest.data["status"] == "failed"
+
+
+def test_an_exception_in_one_sample_is_recorded_and_the_run_goes_on(tmp_path: Path, monkeypatch) -> None:
+    cap = Capture.prepare(_cfg(tmp_path))
+    real = cap.adapter.prepare
+
+    def flaky(raw):
+        if raw.sample_id.endswith("1"):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(raw)
+
+    monkeypatch.setattr(cap.adapter, "prepare", flaky)
+    result = cap.run()
+    data = _manifest(result.run_dir)
+    assert result.failed == [1]
+    assert [s["status"] for s in data["samples"]] == ["ok", "error", "ok"]
+    assert data["samples"][1]["error"].startswith("OutOfMemoryError: CUDA out of memory")
+    assert data["status"] == "failed"
+    assert not (result.run_dir / "sample-00001.pt.trace.json.gz").exists()
+
+
+def test_ctrl_c_keeps_whole_files_and_resume_finishes_without_redoing(tmp_path: Path, monkeypatch) -> None:
+    cap = Capture.prepare(_cfg(tmp_path, samples=4))
+    real_load = cap.dataset.load
+
+    def interrupt_at_two(index, modality):
+        if index == 2:
+            raise KeyboardInterrupt
+        return real_load(index, modality)
+
+    monkeypatch.setattr(cap.dataset, "load", interrupt_at_two)
+    with pytest.raises(KeyboardInterrupt):
+        cap.run()
+    run_dir = cap.manifest.run_dir
+    data = _manifest(run_dir)
+    assert data["status"] == "interrupted" and data["completed"] == 2
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "run.json", "sample-00000.pt.trace.json.gz", "sample-00001.pt.trace.json.gz"
+    ]
+    mtimes = {p.name: p.stat().st_mtime_ns for p in run_dir.glob("*.gz")}
+    monkeypatch.undo()
+
+    resumed = Capture.prepare(CaptureConfig(model="ignored-on-resume"), resume=run_dir)
+    result = resumed.run()
+    assert result.skipped == [0, 1]
+    data = _manifest(run_dir)
+    assert data["status"] == "complete" and [s["index"] for s in data["samples"]] == [0, 1, 2, 3]
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.glob("sample-0000[01]*")} == mtimes
+
+
+def test_resume_after_the_process_is_killed(tmp_path: Path) -> None:
+    """SIGKILL mid-run (no cleanup at all) leaves a valid run.json and whole traces only."""
+    cmd = [sys.executable, "-m", "capture", "--model", "tiny-llava", "--samples", "10", "--max-new-tokens", "4",
+           "--warmup", "0", "--out", str(tmp_path), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and not list(tmp_path.glob("*/sample-00002.pt.trace.json.gz")):
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    (run_dir,) = tmp_path.iterdir()
+    data = _manifest(run_dir)  # never half-written
+    done = {s["index"] for s in data["samples"] if s["status"] == "ok"}
+    assert done and done < set(range(10))
+    for name in (p.name for p in run_dir.iterdir() if p.name.endswith(".json.gz")):
+        load_trace(run_dir / name)  # every trace that exists is whole
+    resumed = Capture.prepare(CaptureConfig(), resume=run_dir)
+    result = resumed.run()
+    assert set(result.skipped) == done
+    assert resumed.manifest.data["status"] == "complete"
+    assert len(list(run_dir.glob("sample-*.pt.trace.json.gz"))) == 10
