@@ -149,7 +149,8 @@ class EventGPTForCausalLM(LlamaForCausalLM):
             event_pixel_values = event_pixel_values.unsqueeze(0)
         if event_pixel_values.dim() != 5:
             raise ValueError(
-                f"event_pixel_values must be (T, 3, S, S) or (B, T, 3, S, S), got {tuple(event_pixel_values.shape)}"
+                "event_pixel_values must be (T, 3, S, S) or (B, T, 3, S, S), "
+                f"got {tuple(event_pixel_values.shape)}"
             )
         m = self.model
         samples = []
@@ -183,9 +184,7 @@ class EventGPTForCausalLM(LlamaForCausalLM):
                 f"found {counts.tolist()}"
             )
         if event_features.shape[0] != input_ids.shape[0]:
-            raise ValueError(
-                f"{event_features.shape[0]} event feature sets for {input_ids.shape[0]} prompts"
-            )
+            raise ValueError(f"{event_features.shape[0]} event feature sets for {input_ids.shape[0]} prompts")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         embed = self.get_input_embeddings()
@@ -248,7 +247,10 @@ def build_eventgpt(
         if init_weights:
             model = EventGPTForCausalLM(config, vision_config)
         else:
-            from transformers.initialization import no_init_weights
+            try:
+                from transformers.initialization import no_init_weights
+            except ImportError:  # transformers 4.x
+                from transformers.modeling_utils import no_init_weights
 
             with no_init_weights():
                 model = EventGPTForCausalLM(config, vision_config)
@@ -274,18 +276,21 @@ def _weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
+def _iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, CPU tensor) pairs of one weights file, read one tensor at a time where possible."""
     if path.suffix == ".safetensors":
         with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                yield name, f.get_tensor(name)
+    else:
+        yield from torch.load(path, map_location="cpu", weights_only=True, mmap=True).items()
 
 
 def _checkpoint_keys(path: Path) -> list[str]:
     if path.suffix == ".safetensors":
         with safe_open(str(path), framework="pt") as f:
             return list(f.keys())
-    return list(_read_weight_file(path).keys())
+    return list(torch.load(path, map_location="cpu", weights_only=True, mmap=True).keys())
 
 
 def read_checkpoint_config(folder: Path) -> tuple[LlamaConfig, CLIPVisionConfig]:
@@ -299,10 +304,13 @@ def read_checkpoint_config(folder: Path) -> tuple[LlamaConfig, CLIPVisionConfig]
     try:
         raw: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise CaptureError(f"cannot read {path}: {exc}; pass --model-path with an EventGPT checkpoint folder") from exc
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CaptureError(
+            f"cannot read {path} ({reason}); pass --model-path DIR with an EventGPT checkpoint folder"
+        ) from None
     vision = raw.pop("vision_config", None)
     vision_config = CLIPVisionConfig(**vision) if vision else clip_vit_l14_336_config()
-    for key in ("architectures", "auto_map", "torch_dtype", "dtype", "transformers_version"):
+    for key in ("architectures", "auto_map", "model_type", "torch_dtype", "dtype", "transformers_version"):
         raw.pop(key, None)
     return LlamaConfig(**raw), vision_config
 
@@ -329,14 +337,16 @@ def load_checkpoint(folder: str | Path, device: torch.device, dtype: torch.dtype
     missing = sorted(set(targets) - set(stored) - {k for k in targets if _IGNORED_CHECKPOINT_KEYS.search(k)})
     unexpected = sorted(set(stored) - set(targets))
     if missing:
-        raise CaptureError(f"EventGPT checkpoint {folder} lacks {len(missing)} weights: {_name_list(missing)}")
+        raise CaptureError(
+            f"EventGPT checkpoint {folder} lacks {len(missing)} weights: {_name_list(missing)}"
+        )
     if unexpected:
         raise CaptureError(
             f"EventGPT checkpoint {folder} has {len(unexpected)} unexpected weights: {_name_list(unexpected)}"
         )
     with torch.no_grad():
         for f in files:
-            for name, tensor in _read_weight_file(f).items():
+            for name, tensor in _iter_tensors(f):
                 if name not in targets:
                     continue
                 target = targets[name]
@@ -364,7 +374,8 @@ def save_checkpoint(model: EventGPTForCausalLM, folder: str | Path) -> Path:
     if model.config.tie_word_embeddings:
         tensors.pop("lm_head.weight", None)
     _atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    _atomic_write(folder / "config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2, default=str)))
+    text = json.dumps(config, indent=2, default=str)
+    _atomic_write(folder / "config.json", lambda p: Path(p).write_text(text))
     return folder
 
 

@@ -35,9 +35,7 @@ def load_pretrained(cls: Any, name: str, source: str, **kwargs: Any) -> Any:
     local = Path(source).expanduser()
     where = str(local) if local.exists() else f"the Hugging Face cache ({hub_cache_dir()}) for {source!r}"
     try:
-        return cls.from_pretrained(
-            str(local) if local.exists() else source, local_files_only=True, **kwargs
-        )
+        return cls.from_pretrained(str(local) if local.exists() else source, local_files_only=True, **kwargs)
     except (OSError, ValueError) as exc:
         raise CaptureError(
             f"{name}: weights not found in {where} ({type(exc).__name__}); download them first or pass "
@@ -50,7 +48,9 @@ def supports_mm_encoder_outputs(model: nn.Module) -> bool:
     return "mm_encoder_outputs" in inspect.signature(model.forward).parameters
 
 
-def greedy_generate(model: Any, inputs: dict[str, Any], *, max_new_tokens: int, min_new_tokens: int) -> list[int]:
+def greedy_generate(
+    model: Any, inputs: dict[str, Any], *, max_new_tokens: int, min_new_tokens: int
+) -> list[int]:
     """The model's ordinary ``generate()``, greedy; returns only the new token ids."""
     out = model.generate(
         **inputs,

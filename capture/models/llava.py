@@ -101,7 +101,9 @@ class _LlavaFamily(ModelAdapter):
             seeded(spec.seed)
             tok = build_tiny_tokenizer()
             model = cls.model_cls(cls.tiny_config(tok)).to(spec.dtype)
-            return cls(spec, model, tok, _tiny_image_processor(), f"random init (tiny config, seed {spec.seed})")
+            return cls(
+                spec, model, tok, _tiny_image_processor(), f"random init (tiny config, seed {spec.seed})"
+            )
         source = spec.model_path or cls.hub_id
         model = hf.load_pretrained(cls.model_cls, spec.name, source, **hf.dtype_kwarg(spec.dtype))
         tok = hf.load_pretrained(AutoTokenizer, spec.name, source)
@@ -149,7 +151,9 @@ class _LlavaFamily(ModelAdapter):
         return self.model
 
     def generate(self, inputs: Inputs, *, max_new_tokens: int, min_new_tokens: int) -> list[int]:
-        return hf.greedy_generate(self.model, inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
+        return hf.greedy_generate(
+            self.model, inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens
+        )
 
     def decode(self, token_ids: list[int]) -> str:
         return str(self.tokenizer.decode(token_ids, skip_special_tokens=True))

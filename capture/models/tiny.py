@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerFast
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
 MEDIA_TOKENS = ("<image>", "<video>", "<event>")
 
-_WORDS = (
+_TEXT = (
     "user assistant system describe what happens in the scene a an is are there of to and on with "
     "car cars road street moving move moves left right up down fast slow red blue green white black "
     "circle square shape shapes object objects camera event events frame frames video image picture "
@@ -24,14 +24,15 @@ _WORDS = (
     "be been was were has have had do does did can could will would should may might must not very "
     "more most less least big small large tiny long short high low near far front back behind above "
     "below between across through into out over under again then now here where when why how which who"
-).split()
+)
+_WORDS = tuple(_TEXT.split())
 
 
 def tiny_vocabulary() -> list[str]:
     """The fixed vocabulary: special tokens first (ids 0..3), media placeholders, words, punctuation."""
     punct = list(string.punctuation)
     vocab = list(SPECIAL_TOKENS) + list(MEDIA_TOKENS)
-    for w in _WORDS + [w.upper() for w in ("user", "assistant")] + punct:
+    for w in [*_WORDS, *[w.upper() for w in ("user", "assistant")], *punct]:
         if w not in vocab:
             vocab.append(w)
     return vocab

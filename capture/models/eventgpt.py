@@ -1,0 +1,238 @@
+"""EventGPT's model adapter (``--model eventgpt`` and ``tiny-eventgpt``): preprocessing, prompt,
+hook points and greedy generation around :mod:`capture.models.eventgpt_model`.
+
+Preprocessing follows EventGPT's inference code: the event stream is drawn as 5 frames
+(:func:`capture.data.events.render_event_frames`), each goes through the CLIP image processor
+(shortest edge 336, bicubic, centre crop 336, CLIP mean/std), and the Vicuna-v1 prompt is
+tokenized in pieces around ``<event>`` with the placeholder id inserted between them.
+``tiny-eventgpt`` is the same code at toy size (28 px frames, 5 tokens per frame, a 64-wide
+2-layer LLaMA) with random weights seeded by ``spec.seed``, built in-process for CPU demos.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, PreTrainedTokenizerBase
+
+from capture.data.events import EVENTGPT_N_CHUNKS, check_events, render_event_frames
+from capture.data.sample import Modality, RawSample
+from capture.errors import CaptureError
+from capture.models.base import Inputs, ModelAdapter, ModelSpec, VisionParts
+from capture.models.eventgpt_model import (
+    DEFAULT_CUDA_DTYPE,
+    EventGPTForCausalLM,
+    build_eventgpt,
+    load_checkpoint,
+)
+from capture.models.tiny import build_tiny_tokenizer, seeded
+
+__all__ = [
+    "DEFAULT_CUDA_DTYPE",
+    "EventGPTAdapter",
+    "build_prompt",
+    "build_tiny_eventgpt",
+    "clip_image_processor",
+    "tokenize_event_prompt",
+]
+
+EVENT_PLACEHOLDER = "<event>"
+VICUNA_V1_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+IMAGE_SIZE = 336
+TINY_IMAGE_SIZE = 28
+
+TINY_VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": TINY_IMAGE_SIZE,
+    "patch_size": 14,
+    "hidden_act": "quick_gelu",
+}
+TINY_TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 512,
+}
+
+
+def build_prompt(question: str) -> str:
+    """EventGPT's Vicuna-v1 conversation with the event placeholder before the question."""
+    return f"{VICUNA_V1_SYSTEM} USER: {EVENT_PLACEHOLDER}\n{question} ASSISTANT:"
+
+
+def tokenize_event_prompt(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, event_token_index: int
+) -> list[int]:
+    """EventGPT's ``tokenizer_event_token``: tokenize the pieces around ``<event>`` and insert
+    ``event_token_index`` between them, keeping only the first piece's BOS."""
+    chunks = [tokenizer(chunk).input_ids for chunk in prompt.split(EVENT_PLACEHOLDER)]
+    ids: list[int] = []
+    offset = 0
+    if chunks and chunks[0] and chunks[0][0] == tokenizer.bos_token_id:
+        offset = 1
+        ids.append(chunks[0][0])
+    for i, chunk in enumerate(chunks):
+        if i:
+            ids.append(event_token_index)
+        ids.extend(chunk[offset:])
+    return ids
+
+
+def clip_image_processor(image_size: int) -> Any:
+    """CLIP's image processor from parameters: shortest edge ``image_size`` (bicubic), centre
+    crop ``image_size``, rescale 1/255, CLIP mean/std. The PIL backend is used explicitly where
+    transformers has one (5.x), as EventGPT's own (4.x, PIL-based) processor did."""
+    try:
+        from transformers import CLIPImageProcessorPil as processor_class
+    except ImportError:  # transformers 4.x: CLIPImageProcessor is the PIL one
+        from transformers import CLIPImageProcessor as processor_class
+    return processor_class(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        resample=3,  # PIL bicubic
+        do_center_crop=True,
+        do_convert_rgb=True,
+    )
+
+
+def build_tiny_eventgpt(
+    seed: int, device: torch.device, dtype: torch.dtype
+) -> tuple[EventGPTForCausalLM, PreTrainedTokenizerBase]:
+    """A toy EventGPT with random weights drawn from ``seed`` and the tiny word-level tokenizer;
+    its placeholder id is the tokenizer's ``<event>`` token."""
+    tokenizer = build_tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY_TEXT,
+    )
+    config.event_token_index = tokenizer.convert_tokens_to_ids(EVENT_PLACEHOLDER)
+    seeded(seed)
+    model = build_eventgpt(config, CLIPVisionConfig(**TINY_VISION), device, dtype)
+    return model, tokenizer
+
+
+def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:  # transformers raises many types here
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CaptureError(
+            f"cannot load the tokenizer in EventGPT checkpoint {folder} ({reason}); it needs tokenizer.json, "
+            "or tokenizer.model with the sentencepiece and protobuf packages installed"
+        ) from None
+
+
+class EventGPTAdapter(ModelAdapter):
+    """EventGPT (real checkpoint folder) and tiny-eventgpt (random, in-process)."""
+
+    modality: ClassVar[Modality] = "events"
+    names: ClassVar[tuple[str, ...]] = ("eventgpt", "tiny-eventgpt")
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        model: EventGPTForCausalLM,
+        tokenizer: PreTrainedTokenizerBase,
+        image_size: int,
+        weights_source: str,
+    ) -> None:
+        self.spec = spec
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = clip_image_processor(image_size)
+        self.weights_source = weights_source
+
+    @classmethod
+    def build(cls, spec: ModelSpec) -> EventGPTAdapter:
+        """``tiny-eventgpt``: random weights from ``spec.seed``. ``eventgpt``: the checkpoint
+        folder ``spec.model_path`` (CaptureError saying where it looked when it is missing)."""
+        if spec.name == "tiny-eventgpt":
+            model, tokenizer = build_tiny_eventgpt(spec.seed, spec.device, spec.dtype)
+            return cls(spec, model, tokenizer, TINY_IMAGE_SIZE, f"random (seed {spec.seed})")
+        if spec.name != "eventgpt":
+            raise CaptureError(f"EventGPTAdapter builds {', '.join(cls.names)}, not {spec.name!r}")
+        if not spec.model_path:
+            raise CaptureError(
+                "eventgpt needs its checkpoint folder: pass --model-path DIR (config.json, "
+                "*.safetensors or pytorch_model*.bin, tokenizer files); nothing is downloaded"
+            )
+        folder = Path(spec.model_path).expanduser()
+        if not folder.is_dir():
+            raise CaptureError(
+                f"EventGPT checkpoint folder not found: looked in {folder.resolve()}; "
+                "pass --model-path DIR with an EventGPT checkpoint folder"
+            )
+        if not (folder / "config.json").is_file():
+            raise CaptureError(
+                f"no config.json in {folder.resolve()}: not an EventGPT checkpoint folder; "
+                "pass --model-path DIR with an EventGPT checkpoint folder"
+            )
+        tokenizer = _load_tokenizer(folder)
+        model = load_checkpoint(folder, spec.device, spec.dtype)
+        image_size = model.vision_config.image_size
+        return cls(spec, model, tokenizer, image_size, str(folder.resolve()))
+
+    def vision_parts(self) -> VisionParts:
+        m = self.model.model
+        return VisionParts(
+            enter=(m.visual_tower,),
+            exit=m.aggregator,
+            parts=(
+                ("tower", m.visual_tower),
+                ("projector", m.visual_projector),
+                ("projector", m.feature_adaptor),
+                ("aggregate", m.aggregator),
+            ),
+        )
+
+    def step_module(self) -> torch.nn.Module:
+        return self.model
+
+    def prepare(self, raw: RawSample) -> Inputs:
+        """Events -> 5 frames -> CLIP pixels (T, 3, S, S); prompt -> ids with the placeholder."""
+        if raw.events is None:
+            raise CaptureError(f"sample {raw.sample_id}: no events; EventGPT needs an event stream")
+        check_events(raw.events, raw.sensor_hw, f"sample {raw.sample_id}")
+        frames = render_event_frames(raw.events, raw.sensor_hw, EVENTGPT_N_CHUNKS)
+        pixels = self.image_processor(images=frames, return_tensors="pt")["pixel_values"]
+        ids = tokenize_event_prompt(self.tokenizer, build_prompt(raw.prompt), self.model.event_token_index)
+        device = self.spec.device
+        input_ids = torch.tensor([ids], dtype=torch.long, device=device)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "event_pixel_values": pixels.to(device=device, dtype=self.spec.dtype),
+        }
+
+    def encode_vision(self, inputs: Inputs) -> Inputs:
+        out = {k: v for k, v in inputs.items() if k != "event_pixel_values"}
+        with torch.no_grad():
+            out["event_features"] = self.model.encode_events(inputs["event_pixel_values"])
+        return out
+
+    def generate(self, inputs: Inputs, *, max_new_tokens: int, min_new_tokens: int) -> list[int]:
+        pad = self.tokenizer.pad_token_id
+        out = self.model.generate(
+            **inputs,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            pad_token_id=pad if pad is not None else self.tokenizer.eos_token_id,
+        )
+        return [int(t) for t in out[0].tolist()]
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()

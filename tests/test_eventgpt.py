@@ -1,0 +1,358 @@
+"""EventGPT architecture and adapter: aggregation, splice, tiny generation, checkpoints, hooks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig
+
+from capture.data.sample import EVENT_DTYPE, RawSample
+from capture.errors import CaptureError
+from capture.models.base import ModelSpec
+from capture.models.eventgpt import (
+    EventGPTAdapter,
+    build_prompt,
+    build_tiny_eventgpt,
+    tokenize_event_prompt,
+)
+from capture.models.eventgpt_model import (
+    EVENT_TOKEN_INDEX,
+    WEIGHTS_FILE,
+    SpatioTemporalAggregator,
+    build_eventgpt,
+    clip_vit_l14_336_config,
+    save_checkpoint,
+    tokens_per_frame,
+)
+
+CPU = torch.device("cpu")
+N_NEW = 16
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def tiny_spec(seed: int = 0) -> ModelSpec:
+    return ModelSpec("tiny-eventgpt", None, CPU, torch.float32, seed=seed)
+
+
+def synthetic_events(n: int = 2000, seed: int = 0) -> np.ndarray:
+    """Random events in the top-left 200x200 of the 640x480 sensor (the bottom-right stays white)."""
+    rng = np.random.default_rng(seed)
+    events = np.zeros(n, EVENT_DTYPE)
+    events["x"] = rng.integers(0, 200, n)
+    events["y"] = rng.integers(0, 200, n)
+    events["t"] = np.arange(n) * 10
+    events["p"] = rng.integers(0, 2, n)
+    return events
+
+
+@pytest.fixture(scope="module")
+def adapter() -> EventGPTAdapter:
+    return EventGPTAdapter.build(tiny_spec())
+
+
+@pytest.fixture(scope="module")
+def raw() -> RawSample:
+    return RawSample("s0", "Describe what happens in the scene.", events=synthetic_events())
+
+
+@pytest.fixture(scope="module")
+def fused_tokens(adapter: EventGPTAdapter, raw: RawSample) -> list[int]:
+    return adapter.generate(adapter.prepare(raw), max_new_tokens=N_NEW, min_new_tokens=N_NEW)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(adapter: EventGPTAdapter, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = save_checkpoint(adapter.model, tmp_path_factory.mktemp("tiny-ckpt"))
+    adapter.tokenizer.save_pretrained(folder)
+    return folder
+
+
+# --- aggregation ------------------------------------------------------------------------------
+
+
+def test_aggregation_known_values() -> None:
+    # T=2 frames, P=3 tokens, H=1: frame means 2 and 20; token means over frames 5.5, 11, 16.5.
+    feats = torch.tensor([[[1.0], [2.0], [3.0]], [[10.0], [20.0], [30.0]]])
+    out = SpatioTemporalAggregator()(feats)
+    assert out.squeeze(-1).tolist() == [2.0, 20.0, 5.5, 11.0, 16.5]
+
+
+def test_aggregation_full_size_shape() -> None:
+    feats = torch.randn(5, 577, 8, generator=torch.Generator().manual_seed(0))
+    out = SpatioTemporalAggregator()(feats)
+    assert out.shape == (5 + 577, 8)
+    torch.testing.assert_close(out[:5], feats.mean(dim=1))
+    torch.testing.assert_close(out[5:], feats.mean(dim=0))
+    assert list(SpatioTemporalAggregator().parameters()) == []
+
+
+def test_full_size_vision_gives_t_plus_577_tokens() -> None:
+    assert tokens_per_frame(clip_vit_l14_336_config()) == 577
+    # Full-size vision parts (2 LLaMA layers) on the meta device: shapes only, no memory, no time.
+    config = LlamaConfig(
+        hidden_size=4096, intermediate_size=11008, num_hidden_layers=2, num_attention_heads=32
+    )
+    model = build_eventgpt(config, None, torch.device("meta"), torch.bfloat16, init_weights=False)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["model.visual_projector.0.weight"] == (4096, 1024)
+    assert shapes["model.visual_projector.2.weight"] == (4096, 4096)
+    assert shapes["model.feature_adaptor.weight"] == (4096, 4096)
+    assert shapes["model.visual_tower.visual_tower.vision_model.embeddings.position_embedding.weight"] == (
+        577,
+        1024,
+    )
+    frames = torch.empty(5, 3, 336, 336, device="meta", dtype=torch.bfloat16)
+    assert model.encode_events(frames).shape == (1, 5 + 577, 4096)
+
+
+# --- prompt and splice --------------------------------------------------------------------------
+
+
+class _BosTokenizer:
+    """A stand-in for LLaMA's tokenizer: one id per word, BOS (1) prepended to every call."""
+
+    bos_token_id = 1
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
+
+    def __call__(self, text: str) -> object:
+        ids = [self.vocab.setdefault(w, 10 + len(self.vocab)) for w in text.split()]
+        return type("Enc", (), {"input_ids": [self.bos_token_id, *ids]})()
+
+
+def test_tokenize_event_prompt_keeps_one_bos_and_inserts_sentinel() -> None:
+    ids = tokenize_event_prompt(_BosTokenizer(), "a b <event>\nc", EVENT_TOKEN_INDEX)
+    assert ids == [1, 10, 11, EVENT_TOKEN_INDEX, 12]
+
+
+def test_prompt_is_vicuna_v1() -> None:
+    assert build_prompt("What moves?") == (
+        "A chat between a curious human and an artificial intelligence assistant. The assistant gives "
+        "helpful, detailed, and polite answers to the human's questions. "
+        "USER: <event>\nWhat moves? ASSISTANT:"
+    )
+
+
+def test_splice_puts_features_at_placeholder(adapter: EventGPTAdapter) -> None:
+    model = adapter.model
+    event_id = model.event_token_index
+    ids = torch.tensor([[5, 9, event_id, 12, 13]])
+    feats = torch.randn(1, 10, model.config.hidden_size)
+    embeds, mask = model.splice_event_features(ids, feats, torch.ones_like(ids))
+    text = model.get_input_embeddings()(torch.tensor([[5, 9, 12, 13]]))
+    assert embeds.shape == (1, 4 + 10, model.config.hidden_size)
+    assert torch.equal(embeds[0, :2], text[0, :2])
+    assert torch.equal(embeds[0, 2:12], feats[0])
+    assert torch.equal(embeds[0, 12:], text[0, 2:])
+    assert mask.tolist() == [[1] * 14]
+
+
+def test_splice_refuses_missing_or_repeated_placeholder(adapter: EventGPTAdapter) -> None:
+    model = adapter.model
+    feats = torch.zeros(1, 10, model.config.hidden_size)
+    event_id = model.event_token_index
+    for ids in ([[5, 9, 12]], [[event_id, 9, event_id]]):
+        with pytest.raises(ValueError, match="exactly one event placeholder"):
+            model.splice_event_features(torch.tensor(ids), feats)
+
+
+def test_splice_with_official_negative_sentinel() -> None:
+    model, _ = build_tiny_eventgpt(0, CPU, torch.float32)
+    model.config.event_token_index = EVENT_TOKEN_INDEX
+    ids = torch.tensor([[1, 7, EVENT_TOKEN_INDEX, 8]])
+    feats = torch.randn(10, model.config.hidden_size)
+    embeds, _ = model.splice_event_features(ids, feats)
+    assert torch.equal(embeds[0, 2:12], feats)
+    assert torch.equal(embeds[0, 12], model.get_input_embeddings().weight[8])
+
+
+# --- adapter: prepare, generate ----------------------------------------------------------------
+
+
+def test_prepare_shapes_and_clip_normalisation(adapter: EventGPTAdapter, raw: RawSample) -> None:
+    inputs = adapter.prepare(raw)
+    pixels = inputs["event_pixel_values"]
+    assert pixels.shape == (5, 3, 28, 28) and pixels.dtype == torch.float32
+    # The bottom-right corner has no events: white, i.e. (1 - mean) / std per channel.
+    white = [(1 - m) / s for m, s in zip(CLIP_MEAN, CLIP_STD, strict=True)]
+    torch.testing.assert_close(pixels[:, :, -1, -1], torch.tensor([white] * 5), atol=1e-5, rtol=0)
+    ids = inputs["input_ids"]
+    event_id = adapter.tokenizer.convert_tokens_to_ids("<event>")
+    assert (ids == event_id).sum().item() == 1
+    assert inputs["attention_mask"].shape == ids.shape
+
+
+def test_prepare_without_events_is_a_capture_error(adapter: EventGPTAdapter) -> None:
+    with pytest.raises(CaptureError, match="no events"):
+        adapter.prepare(RawSample("s9", "What?", events=None))
+
+
+def test_tiny_generate_is_deterministic(adapter: EventGPTAdapter, raw: RawSample) -> None:
+    other = EventGPTAdapter.build(tiny_spec())
+    inputs = adapter.prepare(raw)
+    first = adapter.generate(inputs, max_new_tokens=N_NEW, min_new_tokens=N_NEW)
+    second = other.generate(other.prepare(raw), max_new_tokens=N_NEW, min_new_tokens=N_NEW)
+    assert len(first) == N_NEW
+    assert first == second
+    different = EventGPTAdapter.build(tiny_spec(seed=1))
+    assert not torch.equal(different.model.lm_head.weight, adapter.model.lm_head.weight), (
+        "another seed must give other weights"
+    )
+
+
+def test_decoupled_equals_fused(adapter: EventGPTAdapter, raw: RawSample, fused_tokens: list[int]) -> None:
+    inputs = adapter.prepare(raw)
+    decoupled = adapter.encode_vision(inputs)
+    assert "event_pixel_values" not in decoupled
+    assert decoupled["event_features"].shape == (1, 5 + 5, adapter.model.config.hidden_size)
+    tokens = adapter.generate(decoupled, max_new_tokens=N_NEW, min_new_tokens=N_NEW)
+    assert tokens == fused_tokens
+
+
+def test_decode_skips_special_tokens(adapter: EventGPTAdapter) -> None:
+    tok = adapter.tokenizer
+    ids = [tok.bos_token_id, *tok.convert_tokens_to_ids(["red", "car"]), tok.eos_token_id]
+    assert adapter.decode(ids) == "red car"
+
+
+def test_hooks_fire_vision_first_then_one_step_per_token(adapter: EventGPTAdapter, raw: RawSample) -> None:
+    parts = adapter.vision_parts()
+    assert parts.enter == (adapter.model.model.visual_tower,)
+    assert parts.exit is adapter.model.model.aggregator
+    assert [name for name, _ in parts.parts] == ["tower", "projector", "projector", "aggregate"]
+    log: list[str] = []
+    watched = {
+        "tower": adapter.model.model.visual_tower,
+        "aggregate": adapter.model.model.aggregator,
+        "step": adapter.step_module(),
+    }
+    handles = []
+    for name, module in watched.items():
+        handles.append(module.register_forward_pre_hook(lambda m, a, n=name: log.append(f"{n}>")))
+        handles.append(module.register_forward_hook(lambda m, a, o, n=name: log.append(f"{n}<")))
+    try:
+        tokens = adapter.generate(adapter.prepare(raw), max_new_tokens=N_NEW, min_new_tokens=N_NEW)
+    finally:
+        for handle in handles:
+            handle.remove()
+    first_step = log.index("step>")
+    assert log[:first_step] == ["tower>", "tower<"] * 5 + ["aggregate>", "aggregate<"]
+    assert log[first_step:] == ["step>", "step<"] * len(tokens)
+    assert len(tokens) == N_NEW
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+OFFICIAL_KEY = re.compile(
+    r"^(lm_head\.weight|model\.(embed_tokens\.weight|norm\.weight|layers\.\d+\..+"
+    r"|visual_tower\.visual_tower\.vision_model\..+|visual_projector\.[02]\.(weight|bias)"
+    r"|feature_adaptor\.(weight|bias)))$"
+)
+
+
+def test_state_dict_names_match_official_checkpoint(adapter: EventGPTAdapter) -> None:
+    keys = list(adapter.model.state_dict())
+    assert [k for k in keys if not OFFICIAL_KEY.match(k)] == []
+    for key in (
+        "lm_head.weight",
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "model.layers.1.self_attn.q_proj.weight",
+        "model.visual_tower.visual_tower.vision_model.embeddings.class_embedding",
+        "model.visual_tower.visual_tower.vision_model.encoder.layers.1.mlp.fc2.weight",
+        "model.visual_tower.visual_tower.vision_model.post_layernorm.weight",
+        "model.visual_projector.0.weight",
+        "model.visual_projector.2.bias",
+        "model.feature_adaptor.weight",
+        "model.feature_adaptor.bias",
+    ):
+        assert key in keys
+
+
+def test_checkpoint_roundtrip_gives_identical_tokens(
+    checkpoint: Path, raw: RawSample, fused_tokens: list[int]
+) -> None:
+    loaded = EventGPTAdapter.build(ModelSpec("eventgpt", str(checkpoint), CPU, torch.float32))
+    assert loaded.weights_source == str(checkpoint.resolve())
+    tokens = loaded.generate(loaded.prepare(raw), max_new_tokens=N_NEW, min_new_tokens=N_NEW)
+    assert tokens == fused_tokens
+
+
+def test_pytorch_bin_checkpoint_loads(
+    checkpoint: Path, tmp_path: Path, raw: RawSample, fused_tokens: list[int]
+) -> None:
+    folder = _copy_checkpoint(checkpoint, tmp_path)
+    state = load_file(str(folder / WEIGHTS_FILE))
+    (folder / WEIGHTS_FILE).unlink()
+    # Older transformers saved CLIP's position_ids buffer; it is ignored, not "unexpected".
+    state["model.visual_tower.visual_tower.vision_model.embeddings.position_ids"] = torch.arange(5)[None]
+    torch.save(state, folder / "pytorch_model.bin")
+    loaded = EventGPTAdapter.build(ModelSpec("eventgpt", str(folder), CPU, torch.float32))
+    tokens = loaded.generate(loaded.prepare(raw), max_new_tokens=N_NEW, min_new_tokens=N_NEW)
+    assert tokens == fused_tokens
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> Path:
+    for path in src.iterdir():
+        (dst / path.name).write_bytes(path.read_bytes())
+    return dst
+
+
+def test_missing_weights_are_listed(checkpoint: Path, tmp_path: Path) -> None:
+    folder = _copy_checkpoint(checkpoint, tmp_path)
+    state = load_file(str(folder / WEIGHTS_FILE))
+    del state["model.feature_adaptor.weight"]
+    del state["model.visual_projector.2.bias"]
+    save_file(state, str(folder / WEIGHTS_FILE))
+    with pytest.raises(CaptureError, match="lacks 2 weights") as err:
+        EventGPTAdapter.build(ModelSpec("eventgpt", str(folder), CPU, torch.float32))
+    assert "model.feature_adaptor.weight" in str(err.value)
+    assert "model.visual_projector.2.bias" in str(err.value)
+
+
+def test_unexpected_weights_are_listed(checkpoint: Path, tmp_path: Path) -> None:
+    folder = _copy_checkpoint(checkpoint, tmp_path)
+    state = load_file(str(folder / WEIGHTS_FILE))
+    state["model.query_embeddings"] = torch.zeros(4, 64)
+    save_file(state, str(folder / WEIGHTS_FILE))
+    with pytest.raises(CaptureError, match=r"1 unexpected weights: model\.query_embeddings"):
+        EventGPTAdapter.build(ModelSpec("eventgpt", str(folder), CPU, torch.float32))
+
+
+def test_wrong_shape_is_a_capture_error(checkpoint: Path, tmp_path: Path) -> None:
+    folder = _copy_checkpoint(checkpoint, tmp_path)
+    state = load_file(str(folder / WEIGHTS_FILE))
+    state["model.feature_adaptor.bias"] = torch.zeros(3)
+    save_file(state, str(folder / WEIGHTS_FILE))
+    with pytest.raises(CaptureError, match=r"model\.feature_adaptor\.bias has shape \(3,\)"):
+        EventGPTAdapter.build(ModelSpec("eventgpt", str(folder), CPU, torch.float32))
+
+
+def test_missing_folder_says_where_and_how(tmp_path: Path) -> None:
+    absent = tmp_path / "no-such-checkpoint"
+    with pytest.raises(CaptureError, match="--model-path") as err:
+        EventGPTAdapter.build(ModelSpec("eventgpt", str(absent), CPU, torch.float32))
+    assert str(absent) in str(err.value)
+    with pytest.raises(CaptureError, match="--model-path"):
+        EventGPTAdapter.build(ModelSpec("eventgpt", None, CPU, torch.float32))
+    with pytest.raises(CaptureError, match=r"no config\.json.*--model-path"):
+        EventGPTAdapter.build(ModelSpec("eventgpt", str(tmp_path), CPU, torch.float32))
+
+
+def test_folder_without_weights_is_a_capture_error(checkpoint: Path, tmp_path: Path) -> None:
+    folder = _copy_checkpoint(checkpoint, tmp_path)
+    (folder / WEIGHTS_FILE).unlink()
+    with pytest.raises(CaptureError, match="no weights"):
+        EventGPTAdapter.build(ModelSpec("eventgpt", str(folder), CPU, torch.float32))
+
+
+def test_unknown_model_name_is_refused() -> None:
+    with pytest.raises(CaptureError, match="not 'eventgpt-13b'"):
+        EventGPTAdapter.build(ModelSpec("eventgpt-13b", None, CPU, torch.float32))
