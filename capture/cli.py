@@ -40,7 +40,9 @@ class InputError(click.ClickException):
     exit_code = 2
 
 
-@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(
+    epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @_o("model", type=str, default=D.model, metavar="|".join(MODELS))
 @_o("model_path", type=str, default=None)
 @_o("dataset", type=click.Path(file_okay=False), default=None)
@@ -57,8 +59,12 @@ class InputError(click.ClickException):
 @_o("with_stack", is_flag=True, default=D.with_stack)
 @_o("profile_memory", is_flag=True, default=D.profile_memory)
 @_o("seed", type=int, default=D.seed)
-@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Continue a stopped run folder (its run.json's options are used).")
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Continue a stopped run folder (its run.json's options are used).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def main(resume: Path | None, quiet: bool, **options: Any) -> None:
     """Run a vision-language model's ordinary generate() under torch.profiler with stage labels
@@ -76,8 +82,11 @@ def main(resume: Path | None, quiet: bool, **options: Any) -> None:
         result = cap.run(progress=bar.update_sample if bar else None)
     except KeyboardInterrupt:
         done = sum(s["status"] == "ok" for s in cap.manifest.samples)
-        click.echo(f"\ninterrupted after {done} of {cap.n_samples} samples; "
-                   f"continue with: capture --resume {run_dir}", err=True)
+        click.echo(
+            f"\ninterrupted after {done} of {cap.n_samples} samples; "
+            f"continue with: capture --resume {run_dir}",
+            err=True,
+        )
         sys.exit(130)
     finally:
         if bar:
@@ -131,12 +140,22 @@ def _report(data: dict[str, Any], run_dir: Path) -> None:
     ver = data.get("verification", {})
     ident, acc, ovh = ver.get("identity", {}), ver.get("accounting", {}), ver.get("overhead", {})
     if ident.get("ok") is not None:
-        verdict = "identical" if ident["ok"] else f"DIFFERENT for samples {[m['index'] for m in ident['mismatches']]}"
-        click.echo(f"  identity: tokens with labels+profiler vs without: {verdict} (checked {ident['checked']})")
+        verdict = (
+            "identical"
+            if ident["ok"]
+            else f"DIFFERENT for samples {[m['index'] for m in ident['mismatches']]}"
+        )
+        click.echo(
+            f"  identity: tokens with labels+profiler vs without: {verdict} (checked {ident['checked']})"
+        )
     if acc.get("ok") is not None:
         verdict = "ok" if acc["ok"] else f"FAILED for samples {acc['failed']}"
-        click.echo(f"  accounting: stages add up to wall time: {verdict} (max error {acc['max_error_ms']} ms)")
+        click.echo(
+            f"  accounting: stages add up to wall time: {verdict} (max error {acc['max_error_ms']} ms)"
+        )
     if ovh.get("ratio") is not None:
-        click.echo(f"  overhead: profiled/unprofiled generate() = {ovh['ratio']:.3f}x "
-                   f"({ovh['profiled_ms']:.1f} vs {ovh['unprofiled_ms']:.1f} ms)")
+        click.echo(
+            f"  overhead: profiled/unprofiled generate() = {ovh['ratio']:.3f}x "
+            f"({ovh['profiled_ms']:.1f} vs {ovh['unprofiled_ms']:.1f} ms)"
+        )
     click.echo(f"next: analyze {run_dir} --html")

@@ -18,8 +18,12 @@ class CaptureConfig:
     """Everything that decides what a capture run measures."""
 
     model: str = _opt("tiny-llava", "Model name (see `capture --help` for the list).")
-    model_path: str | None = _opt(None, "Local weights folder or Hugging Face id; default: the model's hub id.")
-    dataset: str | None = _opt(None, "Dataset folder in the EventGPT DSEC layout; default: built-in synthetic.")
+    model_path: str | None = _opt(
+        None, "Local weights folder or Hugging Face id; default: the model's hub id."
+    )
+    dataset: str | None = _opt(
+        None, "Dataset folder in the EventGPT DSEC layout; default: built-in synthetic."
+    )
     samples: int = _opt(8, "Number of samples to capture.")
     out: str = _opt("traces", "Folder that receives one run folder per invocation.")
     mode: Mode = _opt("fused", "fused: ordinary generate(); decoupled: encode vision first, then generate().")

@@ -63,7 +63,9 @@ class RunManifest:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise CaptureError(f"{path}: no run.json here; --resume needs a run folder made by capture") from None
+            raise CaptureError(
+                f"{path}: no run.json here; --resume needs a run folder made by capture"
+            ) from None
         except (OSError, ValueError) as exc:
             raise CaptureError(f"{path}: unreadable run.json ({exc}); start a new run instead") from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:

@@ -87,10 +87,14 @@ class Capture:
         if cfg.max_new_tokens < 1:
             raise CaptureError(f"--max-new-tokens {cfg.max_new_tokens}: must be at least 1")
         if cfg.min_new_tokens > cfg.max_new_tokens:
-            raise CaptureError(f"--min-new-tokens {cfg.min_new_tokens} exceeds --max-new-tokens {cfg.max_new_tokens}")
+            raise CaptureError(
+                f"--min-new-tokens {cfg.min_new_tokens} exceeds --max-new-tokens {cfg.max_new_tokens}"
+            )
         device = resolve_device(cfg.device)
         dtype = resolve_dtype(cfg.dtype, device)
-        dataset = open_dataset(Path(cfg.dataset) if cfg.dataset else None, seed=cfg.seed, n_samples=cfg.samples)
+        dataset = open_dataset(
+            Path(cfg.dataset) if cfg.dataset else None, seed=cfg.seed, n_samples=cfg.samples
+        )
         if len(dataset) == 0:
             raise CaptureError(f"--dataset {cfg.dataset}: no samples found")
         spec = ModelSpec(cfg.model, cfg.model_path, device, dtype, cfg.seed)
@@ -131,7 +135,9 @@ class Capture:
             inputs = self.adapter.encode_vision(inputs)
         t1 = time.perf_counter()
         with lab.generation() if labelled else nullcontext():
-            ids = self.adapter.generate(inputs, max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens)
+            ids = self.adapter.generate(
+                inputs, max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens
+            )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         timings["vision"] = (t1 - t0) * 1e3
@@ -152,9 +158,8 @@ class Capture:
         self.labeler.attach()
         t0 = time.perf_counter()
         try:
-            with make_profiler(self.cfg, self.device) as prof:
-                with self.labeler.label(vocab.sample_label(index)):
-                    ids = self._generate(self._inputs(index, timings, labelled=True), timings, labelled=True)
+            with make_profiler(self.cfg, self.device) as prof, self.labeler.label(vocab.sample_label(index)):
+                ids = self._generate(self._inputs(index, timings, labelled=True), timings, labelled=True)
         finally:
             self.labeler.detach()
         timings["total"] = (time.perf_counter() - t0) * 1e3
@@ -226,7 +231,9 @@ class Capture:
                 "status": "error",
                 "error": f"{type(exc).__name__}: {msg}",
             }
-        outcome.update(verify.trace_summary(self.manifest.run_dir / outcome["trace"], len(outcome["token_ids"])))
+        outcome.update(
+            verify.trace_summary(self.manifest.run_dir / outcome["trace"], len(outcome["token_ids"]))
+        )
         return outcome
 
     def _verify(self) -> dict[str, Any]:
@@ -235,10 +242,13 @@ class Capture:
         reference = {i: self.run_plain(i) for i in checked}
         by_index = {s["index"]: s for s in self.manifest.samples}
         return {
-            "identity": verify.identity({i: by_index[i]["token_ids"] for i in checked}, {i: r[0] for i, r in reference.items()}),
+            "identity": verify.identity(
+                {i: by_index[i]["token_ids"] for i in checked}, {i: r[0] for i, r in reference.items()}
+            ),
             "accounting": verify.accounting([by_index[i] for i in done]),
             "overhead": verify.overhead(
-                [by_index[i]["wall_ms"]["generate"] for i in checked], [r[1]["generate"] for r in reference.values()]
+                [by_index[i]["wall_ms"]["generate"] for i in checked],
+                [r[1]["generate"] for r in reference.values()],
             ),
         }
 

@@ -48,7 +48,11 @@ def identity(profiled: dict[int, list[int]], plain: dict[int, list[int]]) -> dic
         for i in sorted(profiled)
         if profiled[i] != plain[i]
     ]
-    return {"ok": (not mismatches) if profiled else None, "checked": sorted(profiled), "mismatches": mismatches}
+    return {
+        "ok": (not mismatches) if profiled else None,
+        "checked": sorted(profiled),
+        "mismatches": mismatches,
+    }
 
 
 def accounting(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -77,7 +81,7 @@ def overhead(profiled_ms: list[float], plain_ms: list[float]) -> dict[str, Any]:
 
 
 def _first_difference(a: list[int], b: list[int]) -> int:
-    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def _num(x: Any) -> float | None:

@@ -33,12 +33,27 @@ def test_help_has_examples_and_lists_models() -> None:
 
 
 def test_capture_writes_traces_manifest_and_reports_checks(tmp_path: Path) -> None:
-    result = _run(["--model", "tiny-llava", "--samples", "2", "--max-new-tokens", "3", "--warmup", "0",
-                   "--out", str(tmp_path), "-q"])
+    result = _run(
+        [
+            "--model",
+            "tiny-llava",
+            "--samples",
+            "2",
+            "--max-new-tokens",
+            "3",
+            "--warmup",
+            "0",
+            "--out",
+            str(tmp_path),
+            "-q",
+        ]
+    )
     assert result.exit_code == 0, result.output
     (run_dir,) = tmp_path.iterdir()
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "run.json", "sample-00000.pt.trace.json.gz", "sample-00001.pt.trace.json.gz"
+        "run.json",
+        "sample-00000.pt.trace.json.gz",
+        "sample-00001.pt.trace.json.gz",
     ]
     data = json.loads((run_dir / "run.json").read_text())
     assert data["config"]["max_new_tokens"] == 3 and data["env"]["device"] == "cpu"
@@ -56,8 +71,11 @@ def test_unknown_model_lists_the_choices(tmp_path: Path) -> None:
 def test_missing_weights_say_where_they_looked(tmp_path: Path) -> None:
     where = tmp_path / "weights"
     where.mkdir()
-    _one_line_error(_run(["--model", "llava-1.5", "--model-path", str(where), "--out", str(tmp_path / "t")]),
-                    str(where), "--model-path")
+    _one_line_error(
+        _run(["--model", "llava-1.5", "--model-path", str(where), "--out", str(tmp_path / "t")]),
+        str(where),
+        "--model-path",
+    )
 
 
 @pytest.mark.parametrize("make", ["missing", "empty"])
@@ -65,7 +83,9 @@ def test_bad_dataset_folder(tmp_path: Path, make: str) -> None:
     folder = tmp_path / "data"
     if make == "empty":
         folder.mkdir()
-    _one_line_error(_run(["--model", "tiny-llava", "--dataset", str(folder), "--out", str(tmp_path / "t")]), "data")
+    _one_line_error(
+        _run(["--model", "tiny-llava", "--dataset", str(folder), "--out", str(tmp_path / "t")]), "data"
+    )
 
 
 def test_cuda_asked_for_where_there_is_none(tmp_path: Path) -> None:
@@ -81,8 +101,23 @@ def test_a_corrupt_sample_is_recorded_and_the_run_exits_nonzero(tmp_path: Path) 
     data_dir = write_synthetic_folder(tmp_path / "dsec", n_samples=2)
     victim = sorted((data_dir / "event_npy").rglob("*.npy"))[1]
     victim.write_bytes(victim.read_bytes()[:100])  # truncated
-    result = _run(["--model", "tiny-eventgpt", "--dataset", str(data_dir), "--samples", "2",
-                   "--max-new-tokens", "2", "--warmup", "0", "--out", str(tmp_path / "t"), "-q"])
+    result = _run(
+        [
+            "--model",
+            "tiny-eventgpt",
+            "--dataset",
+            str(data_dir),
+            "--samples",
+            "2",
+            "--max-new-tokens",
+            "2",
+            "--warmup",
+            "0",
+            "--out",
+            str(tmp_path / "t"),
+            "-q",
+        ]
+    )
     assert result.exit_code == 1
     (run_dir,) = (tmp_path / "t").iterdir()
     samples = json.loads((run_dir / "run.json").read_text())["samples"]

@@ -29,7 +29,11 @@ def _labelled_trace(adapter, tmp_path: Path, decoupled: bool = False) -> tuple[d
     lab = StageLabeler(adapter)
     inputs = adapter.prepare(_raw())
     lab.attach()
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof, lab.label(vocab.sample_label(0)):
+    with (
+        torch.no_grad(),
+        profile(activities=[ProfilerActivity.CPU]) as prof,
+        lab.label(vocab.sample_label(0)),
+    ):
         if decoupled:
             inputs = adapter.encode_vision(inputs)
         with lab.generation():
@@ -52,9 +56,11 @@ def test_labels_names_order_and_nesting(cls, name: str, tmp_path: Path) -> None:
     assert names.count(vocab.VISION) == 1
     assert vocab.VISION_TOWER in names and vocab.VISION_PROJECTOR in names
     steps = [n for n in names if vocab.decode_step(n) is not None]
-    assert steps == [vocab.step_label(k) for k in range(len(ids))] == [
-        vocab.PREFILL, *[f"stage4:decode#{k}" for k in range(1, N_TOKENS)]
-    ]
+    assert (
+        steps
+        == [vocab.step_label(k) for k in range(len(ids))]
+        == [vocab.PREFILL, *[f"stage4:decode#{k}" for k in range(1, N_TOKENS)]]
+    )
     assert isinstance(vision_first, bool)
     assert partial_overlaps(events) == []
 

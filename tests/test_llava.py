@@ -22,7 +22,9 @@ def _raw(n_frames: int = 8) -> RawSample:
     return RawSample("s0", "what happens in the scene ?", frames=frames)
 
 
-@pytest.fixture(scope="module", params=[("tiny-llava", LlavaAdapter), ("tiny-video-llava", VideoLlavaAdapter)])
+@pytest.fixture(
+    scope="module", params=[("tiny-llava", LlavaAdapter), ("tiny-video-llava", VideoLlavaAdapter)]
+)
 def adapter(request: pytest.FixtureRequest):
     name, cls = request.param
     return cls.build(ModelSpec(name, None, CPU, torch.float32, seed=0))

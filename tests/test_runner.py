@@ -22,7 +22,9 @@ from tests.trace_checks import labels_in_order, load_trace, partial_overlaps
 
 
 def _cfg(tmp_path: Path, **kw) -> CaptureConfig:
-    base = dict(model="tiny-llava", samples=3, out=str(tmp_path), max_new_tokens=4, min_new_tokens=4, warmup=0)
+    base = dict(
+        model="tiny-llava", samples=3, out=str(tmp_path), max_new_tokens=4, min_new_tokens=4, warmup=0
+    )
     return CaptureConfig(**{**base, **kw})
 
 
@@ -114,7 +116,9 @@ def test_ctrl_c_keeps_whole_files_and_resume_finishes_without_redoing(tmp_path: 
     data = _manifest(run_dir)
     assert data["status"] == "interrupted" and data["completed"] == 2
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "run.json", "sample-00000.pt.trace.json.gz", "sample-00001.pt.trace.json.gz"
+        "run.json",
+        "sample-00000.pt.trace.json.gz",
+        "sample-00001.pt.trace.json.gz",
     ]
     mtimes = {p.name: p.stat().st_mtime_ns for p in run_dir.glob("*.gz")}
     monkeypatch.undo()
@@ -129,8 +133,22 @@ def test_ctrl_c_keeps_whole_files_and_resume_finishes_without_redoing(tmp_path: 
 
 def test_resume_after_the_process_is_killed(tmp_path: Path) -> None:
     """SIGKILL mid-run (no cleanup at all) leaves a valid run.json and whole traces only."""
-    cmd = [sys.executable, "-m", "capture", "--model", "tiny-llava", "--samples", "10", "--max-new-tokens", "4",
-           "--warmup", "0", "--out", str(tmp_path), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "capture",
+        "--model",
+        "tiny-llava",
+        "--samples",
+        "10",
+        "--max-new-tokens",
+        "4",
+        "--warmup",
+        "0",
+        "--out",
+        str(tmp_path),
+        "-q",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     try:

@@ -23,7 +23,9 @@ def partial_overlaps(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
     by_thread: dict[tuple[Any, Any], list[tuple[float, float, str]]] = defaultdict(list)
     for e in events:
         if e.get("ph") == "X" and "dur" in e:
-            by_thread[(e.get("pid"), e.get("tid"))].append((float(e["ts"]), float(e["ts"]) + float(e["dur"]), e["name"]))
+            by_thread[(e.get("pid"), e.get("tid"))].append(
+                (float(e["ts"]), float(e["ts"]) + float(e["dur"]), e["name"])
+            )
     bad: list[tuple[str, str]] = []
     for slices in by_thread.values():
         slices.sort(key=lambda s: (s[0], -s[1]))
@@ -41,5 +43,7 @@ def labels_in_order(events: list[dict[str, Any]]) -> list[str]:
     """stagetrace's labels (user annotations) on the CPU, in start order."""
     from analyze.vocabulary import is_label
 
-    labs = [e for e in events if e.get("ph") == "X" and e.get("cat") == "user_annotation" and is_label(e["name"])]
+    labs = [
+        e for e in events if e.get("ph") == "X" and e.get("cat") == "user_annotation" and is_label(e["name"])
+    ]
     return [e["name"] for e in sorted(labs, key=lambda e: (float(e["ts"]), -float(e["dur"])))]

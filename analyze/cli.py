@@ -1,0 +1,98 @@
+"""``analyze``: traces -> stage tables (Parquet), a terminal summary, and optionally report.html."""
+
+from __future__ import annotations
+
+import sys
+import webbrowser
+from pathlib import Path
+
+import click
+
+from analyze.discover import OUTPUT_DIR
+from analyze.errors import AnalyzeError
+from analyze.stagemap import combine
+from analyze.summary import format_summary
+from analyze.tables import analyze_paths, write_tables
+
+EXAMPLES = """
+\b
+Examples:
+  analyze traces/                                   # every run folder under traces/
+  analyze traces/tiny-llava-20261122-231500 --html  # one run, plus report.html
+  analyze traces/run-a traces/run-b --out cmp/      # compare two runs
+  analyze traces/ --jobs 4                          # analyse traces in 4 processes
+  analyze trace.json.gz --stage 'forward=## forward ##' --stage 'backward=## backward ##'
+  analyze profiles/ --stage-map stages.toml         # [stages] NAME = "REGEX" entries
+\b
+Tables go to <first PATH>/analysis/ (or --out): runs, samples, stages, tokens, ops .parquet.
+"""
+
+
+class InputError(click.ClickException):
+    """Bad input: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+
+def default_out_dir(first: Path) -> Path:
+    """``<first PATH>/analysis``, or beside a trace file given on its own."""
+    first = Path(first)
+    return (first.parent if first.is_file() else first) / OUTPUT_DIR
+
+
+@click.command(
+    epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Folder for the tables and report.html  [default: <first PATH>/analysis]",
+)  # fmt: skip
+@click.option("--html", is_flag=True, help="Also write report.html (self-contained plotly report).")
+@click.option("--open", "open_report", is_flag=True, help="Open report.html in a browser (implies --html).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Analyse traces in this many processes.")  # fmt: skip
+@click.option("--stage", "stages", multiple=True, metavar="NAME=REGEX",
+              help="Stage map entry for foreign traces: user_annotation names matching REGEX "
+                   "become stage NAME (repeatable; replaces the built-in labels).")  # fmt: skip
+@click.option("--stage-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help='TOML file with a [stages] table of NAME = "REGEX" (after any --stage).')  # fmt: skip
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary; warnings only.")
+def main(
+    paths: tuple[Path, ...],
+    out: Path | None,
+    html: bool,
+    open_report: bool,
+    jobs: int,
+    stages: tuple[str, ...],
+    stage_map: Path | None,
+    quiet: bool,
+) -> None:
+    """Attribute the work in Kineto traces to stages and write tables.
+
+    PATH is a run folder made by `capture`, a folder of run folders, or a single
+    .json/.json.gz trace (any torch.profiler trace; use --stage for its ranges).
+    """
+    try:
+        mapping = combine(stages, stage_map)
+        tables, warnings = analyze_paths(
+            list(paths), stage_map=mapping, jobs=jobs, progress=not quiet and sys.stderr.isatty()
+        )
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
+        out_dir = out if out is not None else default_out_dir(paths[0])
+        write_tables(tables, out_dir)
+        if not quiet:
+            click.echo(format_summary(tables))
+            click.echo(f"\ntables: {out_dir}/{{runs,samples,stages,tokens,ops}}.parquet")
+        if html or open_report:
+            from analyze.report import write_report
+
+            report = write_report(tables, out_dir / "report.html")
+            click.echo(f"report: {report}")
+            if open_report:
+                webbrowser.open(Path(report).resolve().as_uri())
+    except AnalyzeError as exc:
+        for warning in getattr(exc, "warnings", []):
+            click.echo(f"warning: {warning}", err=True)
+        raise InputError(" ".join(str(exc).split())) from None

@@ -1,0 +1,330 @@
+"""The five Parquet tables of an analysis (DESIGN.md, Files): build, write, read.
+
+``analyze_paths`` finds the runs under the given paths, analyses their traces one at a time
+(or in ``jobs`` worker processes, each returning small per-trace DataFrames), and assembles
+the runs, samples, stages, tokens and ops tables. A trace that cannot be read is named in a
+warning and skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from analyze.discover import RunInput, discover, sample_id
+from analyze.errors import AnalyzeError
+from analyze.stagemap import StageMap
+from analyze.trace_tables import TraceTables, TraceTask, analyze_trace
+
+STR, INT, FLOAT, BOOL, NULLABLE_BOOL = "str", "int64", "float64", "bool", "boolean"
+
+SCHEMAS: dict[str, dict[str, str]] = {
+    "runs": {
+        "run_id": STR,
+        "model": STR,
+        "mode": STR,
+        "device": STR,
+        "gpu_name": STR,
+        "torch_version": STR,
+        "transformers_version": STR,
+        "n_samples": INT,
+        "n_skipped": INT,
+        "trace_dir": STR,
+        "has_manifest": BOOL,
+        "identity_ok": NULLABLE_BOOL,
+        "accounting_ok": NULLABLE_BOOL,
+        "overhead_ratio": FLOAT,
+        "has_gpu": BOOL,
+    },
+    "samples": {
+        "run_id": STR,
+        "sample_id": STR,
+        "sample_index": INT,
+        "trace_file": STR,
+        "model": STR,
+        "total_ms": FLOAT,
+        "load_ms": FLOAT,
+        "preprocess_ms": FLOAT,
+        "vision_ms": FLOAT,
+        "prefill_ms": FLOAT,
+        "decode_ms": FLOAT,
+        "other_ms": FLOAT,
+        "unlabelled_ms": FLOAT,
+        "generate_ms": FLOAT,
+        "gpu_kernel_ms": FLOAT,
+        "vision_gpu_ms": FLOAT,
+        "llm_gpu_ms": FLOAT,
+        "unattributed_gpu_ms": FLOAT,
+        "ttft_ms": FLOAT,
+        "tpot_ms": FLOAT,
+        "tokens": INT,
+        "tokens_per_s": FLOAT,
+        "vision_share_host": FLOAT,
+        "llm_share_host": FLOAT,
+        "vision_share_gpu": FLOAT,
+        "llm_share_gpu": FLOAT,
+        "timeline": STR,
+        "gpu_busy_ms": FLOAT,
+    },
+    "stages": {
+        "run_id": STR,
+        "sample_id": STR,
+        "stage": STR,
+        "host_ms": FLOAT,
+        "host_self_ms": FLOAT,
+        "gpu_kernel_ms": FLOAT,
+        "gpu_memcpy_ms": FLOAT,
+        "gpu_busy_ms": FLOAT,
+        "gpu_span_ms": FLOAT,
+        "n_labels": INT,
+        "n_host_ops": INT,
+        "n_kernels": INT,
+        "n_device_events": INT,
+        "model": STR,
+    },
+    "tokens": {
+        "run_id": STR,
+        "sample_id": STR,
+        "step": INT,
+        "phase": STR,
+        "start_ms": FLOAT,
+        "emitted_ms": FLOAT,
+        "latency_ms": FLOAT,
+        "host_ms": FLOAT,
+        "gpu_kernel_ms": FLOAT,
+        "n_kernels": INT,
+        "model": STR,
+    },
+    "ops": {
+        "run_id": STR,
+        "sample_id": STR,
+        "stage": STR,
+        "kind": STR,
+        "name": STR,
+        "count": INT,
+        "total_us": FLOAT,
+        "mean_us": FLOAT,
+        "model": STR,
+    },
+}
+
+
+class NothingReadable(AnalyzeError):
+    """No trace under the given paths could be read; ``warnings`` says why for each."""
+
+    def __init__(self, message: str, warnings: list[str]) -> None:
+        super().__init__(message)
+        self.warnings = warnings
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The five tables of an analysis (columns: SCHEMAS)."""
+
+    runs: pd.DataFrame
+    samples: pd.DataFrame
+    stages: pd.DataFrame
+    tokens: pd.DataFrame
+    ops: pd.DataFrame
+
+
+def conform(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """``frame`` with exactly the columns of ``table``, in order, with their dtypes."""
+    schema = SCHEMAS[table]
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{table} table lacks columns {missing}")
+    return frame[list(schema)].astype(schema).reset_index(drop=True)
+
+
+def empty_table(table: str) -> pd.DataFrame:
+    """A table with no rows and the right columns and dtypes."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in SCHEMAS[table].items()})
+
+
+def _get(doc: Mapping[str, Any] | None, *keys: str) -> Any:
+    """``doc[k1][k2]...`` or None when any level is missing or not a mapping."""
+    for key in keys:
+        if not isinstance(doc, Mapping):
+            return None
+        doc = doc.get(key)
+    return doc
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def run_model(manifest: Mapping[str, Any] | None) -> str:
+    """The model name a manifest records ("" without one)."""
+    return _text(_get(manifest, "model", "name") or _get(manifest, "config", "model"))
+
+
+def _manifest_indices(manifest: Mapping[str, Any] | None) -> dict[str, int]:
+    samples = _get(manifest, "samples")
+    if not isinstance(samples, list):
+        return {}
+    out = {}
+    for s in samples:
+        if isinstance(s, Mapping) and isinstance(s.get("trace"), str) and isinstance(s.get("index"), int):
+            out[s["trace"]] = s["index"]
+    return out
+
+
+def _tasks(runs: Sequence[RunInput], stage_map: StageMap | None) -> list[TraceTask]:
+    tasks = []
+    for run in runs:
+        model = run_model(run.manifest)
+        indices = _manifest_indices(run.manifest)
+        for order, path in enumerate(run.traces):
+            tasks.append(
+                TraceTask(
+                    path=path,
+                    run_id=run.run_id,
+                    model=model,
+                    sample_id=sample_id(path),
+                    order=order,
+                    manifest_index=indices.get(path.name),
+                    stage_map=stage_map,
+                )
+            )
+    return tasks
+
+
+def _safe_analyze(task: TraceTask) -> TraceTables | str:
+    """Analyse one trace; a trace that cannot be read comes back as the reason why."""
+    try:
+        return analyze_trace(task)
+    except AnalyzeError as exc:
+        return str(exc)
+    except Exception as exc:  # a malformed trace must not stop the others
+        return f"{task.path}: could not be analysed ({type(exc).__name__}: {exc})"
+
+
+def _results(tasks: list[TraceTask], jobs: int, progress: bool) -> Iterator[TraceTables | str]:
+    bar = tqdm(total=len(tasks), unit="trace", file=sys.stderr, disable=not progress, leave=False)
+    with bar:
+        if jobs <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                yield _safe_analyze(task)
+                bar.update()
+            return
+        try:
+            with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
+                for result in pool.map(_safe_analyze, tasks):
+                    yield result
+                    bar.update()
+        except BrokenProcessPool:
+            raise AnalyzeError(
+                f"a --jobs {jobs} worker process died (out of memory?); retry with fewer jobs"
+            ) from None
+
+
+def _run_row(run: RunInput, read: list[TraceTables], n_skipped: int) -> dict[str, Any]:
+    m = run.manifest
+    has_gpu = any(r.has_gpu for r in read)
+    gpu_names = [r.gpu_name for r in read if r.gpu_name]
+    device = _get(m, "env", "device") or (("cuda" if has_gpu else "cpu") if read else "")
+    ratio = _get(m, "verification", "overhead", "ratio")
+    identity = _get(m, "verification", "identity", "ok")
+    accounting = _get(m, "verification", "accounting", "ok")
+    return {
+        "run_id": run.run_id,
+        "model": run_model(m),
+        "mode": _text(_get(m, "config", "mode")),
+        "device": _text(device),
+        "gpu_name": _text(_get(m, "env", "gpu_name") or (gpu_names[0] if gpu_names else "")),
+        "torch_version": _text(_get(m, "env", "torch")),
+        "transformers_version": _text(_get(m, "env", "transformers")),
+        "n_samples": len(read),
+        "n_skipped": n_skipped,
+        "trace_dir": str(run.run_dir),
+        "has_manifest": m is not None,
+        "identity_ok": identity if isinstance(identity, bool) else pd.NA,
+        "accounting_ok": accounting if isinstance(accounting, bool) else pd.NA,
+        "overhead_ratio": float(ratio) if isinstance(ratio, (int, float)) else float("nan"),
+        "has_gpu": has_gpu,
+    }
+
+
+def _concat(frames: list[pd.DataFrame], table: str) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_table(table)
+    return conform(pd.concat(frames, ignore_index=True), table)
+
+
+def analyze_paths(
+    paths: Sequence[Path], *, stage_map: StageMap | None = None, jobs: int = 1, progress: bool = False
+) -> tuple[Tables, list[str]]:
+    """Analyse the runs under ``paths``; returns the tables and warnings (skipped traces, ...).
+
+    Raises AnalyzeError when a path is missing or holds no traces, or no trace could be read.
+    """
+    runs, warnings = discover(paths)
+    tasks = _tasks(runs, stage_map)
+    read: dict[str, list[TraceTables]] = {run.run_id: [] for run in runs}
+    skipped: dict[str, int] = dict.fromkeys(read, 0)
+    reasons: list[str] = []
+    for task, result in zip(tasks, _results(tasks, jobs, progress), strict=True):
+        if isinstance(result, str):
+            reasons.append(result)
+            warnings.append(f"{result} - skipped")
+            skipped[task.run_id] += 1
+        else:
+            read[task.run_id].append(result)
+    if not any(read.values()):
+        raise NothingReadable(
+            f"none of the {len(tasks)} trace files could be read; first: {reasons[0]}", warnings
+        )
+    all_read = [r for run in runs for r in read[run.run_id]]
+    tables = Tables(
+        runs=conform(pd.DataFrame([_run_row(r, read[r.run_id], skipped[r.run_id]) for r in runs]), "runs"),
+        samples=_concat([r.samples for r in all_read], "samples"),
+        stages=_concat([r.stages for r in all_read], "stages"),
+        tokens=_concat([r.tokens for r in all_read], "tokens"),
+        ops=_concat([r.ops for r in all_read], "ops"),
+    )
+    return tables, warnings
+
+
+def write_tables(tables: Tables, out_dir: Path) -> list[Path]:
+    """Write each table to ``out_dir/<name>.parquet`` atomically (temp file, then rename)."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AnalyzeError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
+    written = []
+    for f in fields(Tables):
+        path = out_dir / f"{f.name}.parquet"
+        tmp = out_dir / f".{f.name}.parquet.tmp-{os.getpid()}"
+        try:
+            getattr(tables, f.name).to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise AnalyzeError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        written.append(path)
+    return written
+
+
+def read_tables(out_dir: Path) -> Tables:
+    """Read the tables that ``write_tables`` wrote to ``out_dir``."""
+    out_dir = Path(out_dir)
+    frames = {}
+    for f in fields(Tables):
+        path = out_dir / f"{f.name}.parquet"
+        if not path.exists():
+            raise AnalyzeError(f"{path}: missing; run `analyze` on the traces first")
+        frames[f.name] = pd.read_parquet(path)
+    return Tables(**frames)

@@ -1,0 +1,102 @@
+"""Per-token latency on the device timeline.
+
+Generation step k is the label ``stage4:prefill`` (k = 0) or ``stage4:decode#k``. Its token is
+emitted when the last device event launched inside the step's label interval ends (nested
+vision work included); where the step launched no device work (CPU traces) it is the label's
+host end. Latency of step k = its emission minus step k-1's; for step 0 it is the TTFT, the
+emission minus the start of ``stage4:generate``. Steps are found by their label names whatever
+stage map is in use, since they are structural, not stages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analyze import vocabulary as voc
+from analyze.attribute import Attribution
+from analyze.parse import KERNEL, Trace
+
+TOKEN_COLUMNS = (
+    "step",
+    "phase",
+    "start_ms",
+    "emitted_ms",
+    "latency_ms",
+    "host_ms",
+    "gpu_kernel_ms",
+    "n_kernels",
+)
+
+
+def generate_span_us(attr: Attribution) -> tuple[float, float] | None:
+    """(start, end) of the first ``stage4:generate`` label, or None."""
+    gen = attr.annotations[attr.annotations["name"] == voc.GENERATE]
+    if gen.empty:
+        return None
+    first = gen.loc[gen["start_us"].idxmin()]
+    return float(first["start_us"]), float(first["end_us"])
+
+
+def token_steps(trace: Trace, attr: Attribution) -> tuple[pd.DataFrame, bool]:
+    """One row per generation step (TOKEN_COLUMNS) and whether emissions used the device.
+
+    Times are relative to the start of ``stage4:generate`` (else of the first step, and then
+    step 0 has no latency since there is no TTFT without the generate label).
+    """
+    ann = attr.annotations
+    names = ann["name"].unique()
+    step_of = {n: voc.decode_step(n) for n in names}
+    step = ann["name"].map(step_of)
+    steps = ann[step.notna()].assign(step=step[step.notna()].astype(np.int64))
+    if steps.empty:
+        return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in TOKEN_COLUMNS}), False
+    steps = steps.sort_values("start_us", kind="stable").drop_duplicates("step").sort_values("step")
+    start = steps["start_us"].to_numpy()
+    end = steps["end_us"].to_numpy()
+    thread = steps["thread"].to_numpy()
+
+    # Assign each launched device event to the step label (on its thread) that contains its launch.
+    launched = attr.dev_launch_thread >= 0
+    d_ts = attr.dev_launch_ts_us[launched]
+    d_thread = attr.dev_launch_thread[launched]
+    d_index = attr.dev_index[launched]
+    by_start = np.argsort(start, kind="stable")
+    pos = np.searchsorted(start[by_start], d_ts, side="right") - 1
+    k = by_start[np.maximum(pos, 0)]
+    inside = (pos >= 0) & (d_ts < end[k]) & (d_thread == thread[k])
+    k, d_index = k[inside], d_index[inside]
+    d_end = trace.ts_us[d_index] + trace.dur_us[d_index]
+    is_kernel = trace.cat.isin(KERNEL)[d_index]
+
+    n = len(steps)
+    last_end = np.full(n, -np.inf)
+    np.maximum.at(last_end, k, d_end)
+    on_device = np.isfinite(last_end)
+    emitted = np.where(on_device, last_end, end)
+    kernel_us = np.bincount(k, weights=np.where(is_kernel, trace.dur_us[d_index], 0.0), minlength=n)
+    n_kernels = np.bincount(k[is_kernel], minlength=n)
+
+    gen = generate_span_us(attr)
+    origin = gen[0] if gen is not None else float(start.min())
+    emitted_ms = (emitted - origin) / 1000.0
+    latency = np.diff(emitted_ms, prepend=0.0)
+    if gen is None or steps["step"].iloc[0] != 0:
+        latency[0] = np.nan
+    table = pd.DataFrame(
+        {
+            "step": steps["step"].to_numpy(),
+            "phase": np.where(steps["step"].to_numpy() == 0, "prefill", "decode"),
+            "start_ms": (start - origin) / 1000.0,
+            "emitted_ms": emitted_ms,
+            "latency_ms": latency,
+            "host_ms": (end - start) / 1000.0,
+            "gpu_kernel_ms": kernel_us / 1000.0,
+            "n_kernels": n_kernels.astype(np.int64),
+        }
+    )
+    return table, bool(on_device.any())
+
+
+def _dtype(column: str) -> str:
+    return {"step": "int64", "n_kernels": "int64", "phase": "object"}.get(column, "float64")

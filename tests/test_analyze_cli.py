@@ -1,0 +1,189 @@
+"""The ``analyze`` command, in-process with click's CliRunner: exit codes, outputs, options."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner, Result
+from kineto_builders import manifest, vlm_trace, write_run
+
+from analyze.cli import main
+
+DATA = Path(__file__).parent / "data" / "kineto-gpu"
+TABLES = ("runs", "samples", "stages", "tokens", "ops")
+
+
+def _run(*args: str) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _one_line_error(result: Result, text: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and text in lines[0], result.stderr
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return write_run(
+        tmp_path / "traces" / "r1", [vlm_trace("4.x"), vlm_trace("5.x", sample=1)], manifest("r1")
+    )
+
+
+def test_help_has_examples() -> None:
+    result = _run("--help")
+    assert result.exit_code == 0
+    assert "Examples:" in result.output and "--stage-map" in result.output and "--jobs" in result.output
+
+
+def test_run_folder_writes_tables_and_prints_the_summary(run_dir: Path) -> None:
+    result = _run(run_dir)
+    assert result.exit_code == 0, result.output
+    out = run_dir / "analysis"
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{t}.parquet" for t in TABLES)
+    assert "run r1  model tiny-llava" in result.stdout
+    assert "TTFT 0.320 ms" in result.stdout and "TPOT 0.120 ms" in result.stdout
+    assert "stage3:vision/tower" in result.stdout
+    assert "tables: " in result.stdout
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert samples["ttft_ms"].tolist() == pytest.approx([0.32, 0.32])
+    # Running again overwrites cleanly and reads no output as input.
+    again = _run(run_dir.parent)
+    assert again.exit_code == 0
+    assert sorted(p.name for p in (run_dir.parent / "analysis").iterdir()) == sorted(
+        f"{t}.parquet" for t in TABLES
+    )
+    assert pd.read_parquet(run_dir.parent / "analysis" / "runs.parquet")["run_id"].tolist() == ["r1"]
+
+
+def test_out_and_quiet(run_dir: Path, tmp_path: Path) -> None:
+    result = _run(run_dir, "--out", tmp_path / "o", "-q")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert (tmp_path / "o" / "stages.parquet").exists()
+
+
+def test_single_trace_file(run_dir: Path) -> None:
+    result = _run(run_dir / "sample-00001.pt.trace.json.gz")
+    assert result.exit_code == 0, result.output
+    samples = pd.read_parquet(run_dir / "analysis" / "samples.parquet")
+    assert samples["sample_id"].tolist() == ["sample-00001"] and samples["run_id"].tolist() == ["r1"]
+
+
+def test_missing_path_is_a_one_line_error(tmp_path: Path) -> None:
+    _one_line_error(_run(tmp_path / "nope"), "no such file or folder")
+
+
+def test_empty_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    _one_line_error(_run(tmp_path / "empty"), "no trace files")
+
+
+def test_nothing_readable_is_a_one_line_error_after_the_warnings(tmp_path: Path) -> None:
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "a.json").write_text('{"traceEvents": [')
+    (d / "b.json.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    result = _run(d)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    err = result.stderr.strip().splitlines()
+    assert err[-1].startswith("Error: none of the 2 trace files could be read")
+    assert any("a.json" in line and line.startswith("warning: ") for line in err)
+    assert any("b.json.gz" in line and "gzip" in line for line in err)
+
+
+def test_a_bad_trace_is_skipped_and_the_rest_analysed(run_dir: Path) -> None:
+    (run_dir / "sample-00002.pt.trace.json.gz").write_bytes(b"")
+    result = _run(run_dir)
+    assert result.exit_code == 0
+    assert "warning: " in result.stderr and "sample-00002.pt.trace.json.gz" in result.stderr
+    assert "(2 traces, 1 skipped)" in result.stdout
+
+
+def test_stage_options_attribute_a_foreign_trace(tmp_path: Path) -> None:
+    d = tmp_path / "foreign"
+    d.mkdir()
+    shutil.copy(DATA / "encoder_decoder_rank0.json.gz", d)
+    result = _run(d, "--stage", "encoder=## encoder fp8", "--stage", "decoder=## decoder fp8")
+    assert result.exit_code == 0, result.output
+    stages = pd.read_parquet(d / "analysis" / "stages.parquet").set_index("stage")
+    assert stages.loc["encoder", "gpu_kernel_ms"] == pytest.approx(8.864)
+    assert stages.loc["decoder", "gpu_kernel_ms"] == pytest.approx(6.467)
+    assert "encoder" in result.stdout and "8.864" in result.stdout
+
+    toml = tmp_path / "stages.toml"
+    toml.write_text('[stages]\nforward = "^## forward ##$"\n')
+    result = _run(d, "--stage-map", toml)
+    assert result.exit_code == 0, result.output
+    stages = pd.read_parquet(d / "analysis" / "stages.parquet")
+    assert set(stages["stage"]) == {"forward", "unlabelled"}
+
+
+def test_bad_stage_option_and_map_are_one_line_errors(run_dir: Path, tmp_path: Path) -> None:
+    _one_line_error(_run(run_dir, "--stage", "no-equals-sign"), "NAME=REGEX")
+    _one_line_error(_run(run_dir, "--stage", "x=(unclosed"), "bad regex")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[stages\n")
+    _one_line_error(_run(run_dir, "--stage-map", bad), "not valid TOML")
+
+
+def test_jobs_2_gives_the_same_tables_as_jobs_1(run_dir: Path, tmp_path: Path) -> None:
+    write_run(run_dir.parent / "r2", [vlm_trace("5.x", gpu=False), vlm_trace("4.x", flows=False)])
+    assert _run(run_dir.parent, "--out", tmp_path / "one", "-j", "1", "-q").exit_code == 0
+    assert _run(run_dir.parent, "--out", tmp_path / "two", "--jobs", "2", "-q").exit_code == 0
+    for table in TABLES:
+        one = pd.read_parquet(tmp_path / "one" / f"{table}.parquet")
+        two = pd.read_parquet(tmp_path / "two" / f"{table}.parquet")
+        pd.testing.assert_frame_equal(one, two)
+        assert len(one) > 0
+
+
+def test_html_and_open_call_the_report(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[object, Path]] = []
+
+    def write_report(tables: object, out_path: Path, *, hta: bool = True) -> Path:
+        calls.append((tables, out_path))
+        out_path.write_text("<html></html>")
+        return out_path
+
+    fake = types.ModuleType("analyze.report")
+    fake.write_report = write_report  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "analyze.report", fake)
+    opened: list[str] = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+
+    result = _run(run_dir, "--html")
+    assert result.exit_code == 0, result.output
+    assert calls[-1][1] == run_dir / "analysis" / "report.html"
+    assert f"report: {run_dir / 'analysis' / 'report.html'}" in result.stdout
+    assert opened == []
+    assert _run(run_dir, "--open").exit_code == 0
+    assert len(calls) == 2 and opened == [(run_dir / "analysis" / "report.html").resolve().as_uri()]
+
+
+def test_analyze_does_not_import_torch() -> None:
+    code = (
+        "import sys; import analyze.cli, analyze.tables, analyze.parse, analyze.attribute, analyze.tokens, "
+        "analyze.trace_tables, analyze.summary, analyze.stagemap, analyze.discover; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_run_with_nothing_readable_beside_a_good_one(run_dir: Path) -> None:
+    bad = run_dir.parent / "bad"
+    bad.mkdir()
+    (bad / "x.json").write_text("{")
+    result = _run(run_dir.parent)
+    assert result.exit_code == 0, result.output
+    assert "run bad  (0 traces, 1 skipped)\n  no trace of this run could be read" in result.stdout
+    runs = pd.read_parquet(run_dir.parent / "analysis" / "runs.parquet").set_index("run_id")
+    assert runs.loc["bad", "n_samples"] == 0 and runs.loc["bad", "n_skipped"] == 1
+    assert runs.loc["r1", "n_samples"] == 2

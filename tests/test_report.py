@@ -1,0 +1,297 @@
+"""report.html: sections, notes, comparison numbers by hand, and a real headless-browser render."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.offline
+import pytest
+from report_fixtures import RUN_CPU, RUN_GPU, make_tables
+
+from analyze import report
+from analyze.errors import AnalyzeError
+from analyze.tables import Tables
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def gpu_report(tmp_path_factory: pytest.TempPathFactory) -> report.Report:
+    """Two runs (CPU and GPU with real-format traces), HTA on."""
+    tables = make_tables(tmp_path_factory.mktemp("traces"), gpu=True, gpu_traces=True)
+    return report.render_report(tables)
+
+
+def _plot_json(page: str, div_id: str) -> str:
+    """The Plotly.newPlot(...) call of one figure div in the page."""
+    m = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + r'",(.*?)\)\s*};', page, flags=re.S)
+    assert m, f"no Plotly.newPlot for {div_id}"
+    return m.group(1)
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def test_comparison_table_by_hand(tmp_path: Path) -> None:
+    samples = make_tables(tmp_path).samples
+    t = report.comparison_table(samples, [RUN_CPU, RUN_GPU]).set_index("run_id")
+    assert list(t.index) == [RUN_CPU, RUN_GPU]
+    assert t.loc[RUN_CPU, "ttft_ms"] == 13.0 and t.loc[RUN_GPU, "ttft_ms"] == 26.0
+    assert t.loc[RUN_GPU, "ttft_ratio"] == pytest.approx(2.0)
+    assert t.loc[RUN_GPU, "tpot_ratio"] == pytest.approx(6.5 / 4.5)
+    assert t.loc[RUN_GPU, "vision_ratio"] == pytest.approx(41.5 / 21.5)
+    # tokens/s = 8000 / generate_ms: medians (8000/110 + 8000/120) / 2 and half of that
+    cpu_tps = (8000 / 110 + 8000 / 120) / 2
+    assert t.loc[RUN_CPU, "tokens_per_s"] == pytest.approx(cpu_tps)
+    assert t.loc[RUN_GPU, "tokens_per_s_ratio"] == pytest.approx(0.5)
+    assert t.loc[RUN_CPU, "ttft_ratio"] == 1.0
+    assert t.loc[RUN_CPU, "largest_stage"] == "decode"
+    assert np.isnan(t.loc[RUN_CPU, "vision_share_gpu"])
+    # the order given decides the baseline
+    flipped = report.comparison_table(samples, [RUN_GPU, RUN_CPU]).set_index("run_id")
+    assert flipped.loc[RUN_CPU, "ttft_ratio"] == pytest.approx(0.5)
+
+
+def test_token_latency_bands_by_hand(tmp_path: Path) -> None:
+    tokens = make_tables(tmp_path).tokens
+    bands = report.token_latency_bands(tokens).set_index(["run_id", "step"])
+    # step 1 of the CPU run: tpot + 0.1 * (1 - 4) = 3.7, 3.7, 4.7, 4.7
+    row = bands.loc[(RUN_CPU, 1)]
+    assert row["median_ms"] == pytest.approx(4.2)
+    assert row["p10_ms"] == pytest.approx(3.7)
+    assert row["p90_ms"] == pytest.approx(4.7)
+    assert 0 not in bands.index.get_level_values("step")  # step 0 (TTFT) is not a decode step
+
+
+def test_top_ops_picks_kernels_on_gpu_runs(tmp_path: Path) -> None:
+    tables = make_tables(tmp_path, gpu=True)
+    runs = tables.runs.set_index("run_id", drop=False)
+    assert report.ops_kind(tables.ops, runs.loc[RUN_GPU]) == "kernel"
+    assert report.ops_kind(tables.ops, runs.loc[RUN_CPU]) == "cpu_op"
+    top = report.top_ops(tables.ops, RUN_CPU, "cpu_op", 4)
+    assert list(dict.fromkeys(top["stage"])) == ["stage3:vision", "stage4:prefill", "stage4:decode"]
+    decode = top.loc[top["stage"] == "stage4:decode"].iloc[0]
+    assert decode["name"] == "aten::linear"
+    assert decode["per_sample_ms"] == pytest.approx(4 * 40 * 5 / 1000)  # 4 calls x 200 us per sample
+    assert decode["share"] == pytest.approx(40 / (40 + 30 + 5 + 3))
+
+
+# ---------------------------------------------------------------- page content
+
+
+def test_sections_header_and_verification(tmp_path: Path) -> None:
+    rep = report.render_report(make_tables(tmp_path), hta=False)
+    page = rep.html
+    for text in (
+        "stagetrace report",
+        'id="glance"',
+        'id="compare"',
+        'id="run-0"',
+        'id="run-1"',
+        "tiny-llava",
+        "tiny-eventgpt",
+        "2.13.0",
+        "5.23.0",
+        "ui.perfetto.dev",
+        "Open trace file",
+        "✓ identical",
+        "not checked",
+        "✗ does not add up",
+        "1.07×",
+        "TTFT ÷ first",
+    ):
+        assert text in page, text
+    trace = tmp_path / RUN_CPU / "sample-00000.pt.trace.json.gz"
+    assert str(trace) in page
+    # plotly.js inline exactly once, and every figure without its own copy
+    bundle = plotly.offline.get_plotlyjs()
+    assert page.count(bundle[:300]) == 1
+    assert len(page) < len(bundle) + 2_000_000
+    assert set(rep.figures) >= {
+        "cmp-stages",
+        "cmp-tokens",
+        "cmp-vision",
+        "run-0-stages",
+        "run-0-tokens",
+        "run-0-ops",
+        "run-1-stages",
+        "run-1-vision",
+    }
+    for div_id in rep.figures:
+        assert f'id="{div_id}"' in page
+
+
+def test_two_models_appear_in_every_comparison_figure(gpu_report: report.Report) -> None:
+    assert set(gpu_report.comparison_ids) == {"cmp-stages", "cmp-tokens", "cmp-vision"}
+    for div_id in gpu_report.comparison_ids:
+        names = {trace.name for trace in gpu_report.figures[div_id].data}
+        assert {RUN_CPU, RUN_GPU} <= names, div_id
+        plot = _plot_json(gpu_report.html, div_id)
+        for run in (RUN_CPU, RUN_GPU):
+            assert f'"name":"{run}"' in plot, (div_id, run)
+    # consistent colours: a run has the same colour in every comparison figure
+    colours = report.run_colours([RUN_CPU, RUN_GPU])
+    for div_id in gpu_report.comparison_ids:
+        for trace in gpu_report.figures[div_id].data:
+            if trace.name in colours and trace.type == "bar":
+                assert trace.marker.color == colours[trace.name]
+
+
+def test_single_run_has_no_comparison(tmp_path: Path) -> None:
+    rep = report.render_report(make_tables(tmp_path, runs=[RUN_CPU]), hta=False)
+    assert 'id="compare"' not in rep.html
+    assert "TTFT ÷ first" not in rep.html
+    assert rep.comparison_ids == ()
+
+
+def test_cpu_only_runs_say_hta_does_not_apply(tmp_path: Path) -> None:
+    rep = report.render_report(make_tables(tmp_path, gpu=False))
+    msg = "CPU-only run: HTA's GPU breakdowns (temporal, kernel, idle time) do not apply."
+    assert rep.notes.count(msg) == 2
+    assert rep.html.count(msg.replace("'", "&#x27;")) == 2
+    assert not any("hta" in div_id for div_id in rep.figures)
+
+
+def test_hta_figures_for_gpu_run(gpu_report: report.Report) -> None:
+    for name in ("temporal", "types", "kernels", "idle"):
+        assert f"run-1-hta-{name}" in gpu_report.figures
+    assert not any(k.startswith("run-0-hta") for k in gpu_report.figures)
+    temporal = gpu_report.figures["run-1-hta-temporal"]
+    compute = next(t for t in temporal.data if t.name == "compute")
+    assert list(compute.y) == pytest.approx([150 / 350] * 4)
+    assert "Computed by HolisticTraceAnalysis on 4 of 4" in gpu_report.html
+
+
+def test_hta_failure_is_a_visible_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hta.trace_analysis
+
+    class Broken:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("boom: odd trace")
+
+    monkeypatch.setattr(hta.trace_analysis, "TraceAnalysis", Broken)
+    rep = report.render_report(make_tables(tmp_path, gpu=True, gpu_traces=True))
+    note = next(n for n in rep.notes if n.startswith("HTA could not analyse this run"))
+    assert "RuntimeError: boom: odd trace" in note
+    assert RUN_GPU in note
+    assert 'class="note warn"' in rep.html and "boom: odd trace" in rep.html
+    assert "run-1-stages" in rep.figures and "run-1-tokens" in rep.figures  # the rest still renders
+    assert not any("hta" in div_id for div_id in rep.figures)
+
+
+def test_a_sample_hta_fails_on_is_named_and_the_rest_shown(tmp_path: Path) -> None:
+    tables = make_tables(tmp_path, gpu=True, gpu_traces=True)
+    (tmp_path / RUN_GPU / "sample-00002.pt.trace.json.gz").write_bytes(b"garbage")
+    rep = report.render_report(tables)
+    assert any(n.startswith("HTA failed on 1 sample(s), left out: sample-00002: ") for n in rep.notes)
+    assert "Computed by HolisticTraceAnalysis on 3 of 4" in rep.html
+    assert len(rep.figures["run-1-hta-temporal"].data[0].x) == 3
+
+
+def test_foreign_run_without_tokens_ops_or_metadata_still_renders(tmp_path: Path) -> None:
+    t = make_tables(tmp_path, runs=[RUN_CPU])
+    runs = t.runs.assign(
+        model="",
+        mode="",
+        device="",
+        torch_version="",
+        transformers_version="",
+        has_manifest=False,
+        overhead_ratio=float("nan"),
+    )
+    runs["identity_ok"] = pd.array([pd.NA], dtype="boolean")
+    runs["accounting_ok"] = pd.array([pd.NA], dtype="boolean")
+    samples = t.samples.assign(ttft_ms=float("nan"), tpot_ms=float("nan"), total_ms=0.0)
+    tables = Tables(
+        runs=runs, samples=samples, stages=t.stages, tokens=t.tokens.iloc[0:0], ops=t.ops.iloc[0:0]
+    )
+    rep = report.render_report(tables)
+    assert "No generation steps in these traces: no per-token latency." in rep.notes
+    assert "No cpu_op events in this run's traces." in rep.notes
+    assert rep.html.count("not checked") >= 2
+    glance = rep.html[rep.html.index('id="glance"') : rep.html.index('id="run-0"')]
+    assert ">nan<" not in glance.lower() and "–" in glance
+    assert "run-0-tokens" not in rep.figures and "run-0-stages" in rep.figures
+
+
+def test_hta_not_installed_is_a_visible_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "hta.trace_analysis", None)
+    rep = report.render_report(make_tables(tmp_path, gpu=True, gpu_traces=True))
+    assert any("HolisticTraceAnalysis is not installed" in n for n in rep.notes)
+
+
+def test_hta_off_is_said(tmp_path: Path) -> None:
+    rep = report.render_report(make_tables(tmp_path, gpu=True), hta=False)
+    assert any("turned off" in n for n in rep.notes)
+
+
+def test_write_report_is_atomic_and_returns_the_path(tmp_path: Path) -> None:
+    out = tmp_path / "analysis" / "report.html"
+    got = report.write_report(make_tables(tmp_path), out, hta=False)
+    assert got == out and out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert [p.name for p in out.parent.iterdir()] == ["report.html"]
+
+
+def test_no_runs_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(AnalyzeError, match="no runs"):
+        report.render_report(make_tables(tmp_path, runs=[]))
+
+
+# ---------------------------------------------------------------- real browser
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(tmp_path: Path, gpu_report: report.Report) -> None:
+    chromium = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+    if not chromium:
+        pytest.skip("Debian's chromium not found (apt-get install -y chromium)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright not installed (pip install playwright)"
+    )
+    page_path = tmp_path / "report.html"
+    page_path.write_text(gpu_report.html, encoding="utf-8")
+    url = page_path.as_uri()
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            context.route(
+                "**/*", lambda route: route.continue_() if route.request.url == url else route.abort()
+            )
+            page = context.new_page()
+            page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+            page.on(
+                "console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None
+            )
+            page.on("request", lambda req: requests.append(req.url))
+            page.goto(url)
+            page.wait_for_function(
+                "() => { const divs = document.querySelectorAll('.plotly-graph-div');"
+                " return divs.length > 0 && Array.from(divs).every(d => d.querySelector('.main-svg')); }",
+                timeout=60_000,
+            )
+            ids = page.eval_on_selector_all(".plotly-graph-div", "divs => divs.map(d => d.id)")
+            rendered = page.eval_on_selector_all(".plotly .main-svg", "svgs => svgs.length")
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    assert requests == [url]
+    assert sorted(ids) == sorted(gpu_report.figures)
+    assert rendered >= len(ids)
+    assert (tmp_path / "report.png").stat().st_size > 10_000
