@@ -17,7 +17,6 @@ from torch import nn
 from transformers import (
     AutoImageProcessor,
     AutoTokenizer,
-    CLIPImageProcessor,
     CLIPVisionConfig,
     LlamaConfig,
     LlavaConfig,
@@ -67,7 +66,7 @@ def _tiny_text_config(vocab_size: int, tok: Any) -> LlamaConfig:
 
 def _tiny_image_processor() -> Any:
     # transformers 5.x names the PIL-backed processor explicitly; 4.x's default is PIL-backed.
-    cls = getattr(transformers, "CLIPImageProcessorPil", CLIPImageProcessor)
+    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
     return cls(
         size={"shortest_edge": TINY_IMAGE_SIZE},
         crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
