@@ -170,7 +170,8 @@ def test_html_and_open_call_the_report(run_dir: Path, monkeypatch: pytest.Monkey
 def test_analyze_does_not_import_torch() -> None:
     code = (
         "import sys; import analyze.cli, analyze.tables, analyze.parse, analyze.attribute, analyze.tokens, "
-        "analyze.trace_tables, analyze.summary, analyze.stagemap, analyze.discover; "
+        "analyze.trace_tables, analyze.summary, analyze.stagemap, analyze.discover, analyze.report, "
+        "analyze.hta_breakdown, hta.trace_analysis; "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
