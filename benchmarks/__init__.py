@@ -1,0 +1,1 @@
+"""Speed and overhead measurements (see run_all.py); not part of the installed packages."""

@@ -1,0 +1,447 @@
+"""Analysis throughput: ``analyze`` against HolisticTraceAnalysis and the bare JSON parse, same files.
+
+Synthetic 7B-shaped traces (``gen_traces.py``; default 20 x 50 MB, gzipped as capture writes them)
+are read, in one run, by:
+
+* ``analyze DIR --out OUT --jobs N`` (the CLI a user runs: its process wall, imports and Parquet
+  writing included), at ``--jobs 1`` and ``--jobs 2``;
+* HolisticTraceAnalysis, ``TraceAnalysis(trace_dir=DIR, include_last_profiler_step=True)`` (its
+  own parser; one trace per rank; it uses a process pool of ``min(cpu_count, ranks)`` by default);
+* ``json.loads`` and ``orjson.loads`` of the same, already decompressed, bytes in memory: the
+  parse floor (file reading and gzip excluded from their time).
+
+Each runs in its own child process, whose wall time and peak RSS (``wait4``'s ``ru_maxrss``,
+largest process of the child's tree, forked from a small launcher) are read from outside.
+Throughput is uncompressed MB per second. Targets: analyze at least 5x faster than HTA loading
+(both with 2 processes), within 2x of ``orjson.loads`` alone (analyze at ``--jobs 1``), and a
+peak RSS of at most 3x the largest trace (``--jobs 1``; the import baseline of the interpreter
+is reported beside it).
+
+    python benchmarks/bench_analyze.py [--n 20] [--mb 50] [--plain] [--hta-max N] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.gen_traces import MB, TraceShape, TraceTruth, generate_set  # noqa: E402
+
+TARGET_VS_HTA = 5.0  # analyze at least this many times faster than HTA
+TARGET_VS_ORJSON = 2.0  # analyze at most this many times orjson.loads' time
+TARGET_PEAK_VS_TRACE = 3.0  # peak RSS at most this many times the largest trace
+
+# Children: each prints one JSON line (its own timing) on stdout as the last line.
+_HTA_CHILD = """
+import json, logging, sys, time
+logging.disable(logging.WARNING)
+from hta.trace_analysis import TraceAnalysis
+t0 = time.perf_counter()
+analysis = TraceAnalysis(trace_dir=sys.argv[1], include_last_profiler_step=True)
+work_s = time.perf_counter() - t0
+print(json.dumps({"work_s": work_s, "ranks": len(analysis.t.get_ranks())}))
+"""
+
+_LOADS_CHILD = """
+import gzip, json, sys, time
+import orjson
+loads = {"json": json.loads, "orjson": orjson.loads}[sys.argv[1]]
+work_s = read_s = 0.0
+for path in sys.argv[2:]:
+    t0 = time.perf_counter()
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if data[:2] == b"\\x1f\\x8b":
+        data = gzip.decompress(data)
+    t1 = time.perf_counter()
+    doc = loads(data)
+    t2 = time.perf_counter()
+    del doc, data
+    read_s += t1 - t0
+    work_s += t2 - t1
+print(json.dumps({"work_s": work_s, "read_s": read_s}))
+"""
+
+_BASELINE_CHILD = """
+import json
+import analyze.cli, analyze.tables, pyarrow.parquet
+print(json.dumps({}))
+"""
+
+
+@dataclass
+class Measured:
+    """One child process: its wall time, its tree's peak RSS, and what it printed about itself."""
+
+    name: str
+    wall_s: float
+    peak_rss_mb: float
+    returncode: int
+    reported: dict[str, Any] = field(default_factory=dict)
+    stderr_tail: str = ""
+
+
+# Runs argv[2:] as its own child and writes that child's wall time and rusage to argv[1]. Linux
+# carries the exec-ing process's old peak RSS into ``ru_maxrss`` across exec, so a command
+# started straight from a large process (pytest with torch, the trace generator) would report
+# at least that process's size. Forking from this small launcher keeps the figure the command's.
+_LAUNCHER = """
+import json, os, sys, time
+report, cmd = sys.argv[1], sys.argv[2:]
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(cmd[0], cmd)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall_s = time.perf_counter() - t0
+code = os.waitstatus_to_exitcode(status)
+with open(report, "w") as fh:
+    json.dump({"wall_s": wall_s, "maxrss_kib": usage.ru_maxrss, "returncode": code}, fh)
+"""
+
+
+def run_child(
+    name: str, cmd: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 1800
+) -> Measured:
+    """Run ``cmd`` in a fresh process; its wall clock and the peak RSS of its process tree.
+
+    The peak is ``ru_maxrss`` from ``wait4`` on the command alone (its waited-for descendants,
+    such as worker pools, included): the largest single process, not a sum. The last line the
+    command prints, when it is a JSON object, is returned as ``reported``.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "rusage.json"
+        out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            launcher = [sys.executable, "-c", _LAUNCHER, str(report), *cmd]
+            proc = subprocess.Popen(
+                launcher, stdout=out, stderr=err, cwd=ROOT, env=env, start_new_session=True
+            )
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)  # the launcher's own session: it and the command only
+                proc.wait()
+        stdout = out_path.read_text(errors="replace").strip().splitlines()
+        stderr = err_path.read_text(errors="replace")
+        usage = json.loads(report.read_text()) if report.exists() else {}
+    returncode = int(usage.get("returncode", proc.returncode if proc.returncode else -9))
+    reported: Any = {}
+    if stdout:
+        try:
+            reported = json.loads(stdout[-1])
+        except json.JSONDecodeError:
+            reported = {}
+    return Measured(
+        name=name,
+        wall_s=float(usage.get("wall_s", float("nan"))),
+        peak_rss_mb=usage.get("maxrss_kib", 0) * 1024 / MB,  # Linux reports KiB
+        returncode=returncode,
+        reported=reported if isinstance(reported, dict) else {},
+        stderr_tail=stderr[-2000:] if returncode else "",
+    )
+
+
+def python_env() -> dict[str, str]:
+    """The children's environment: the repository importable, no stray threading differences."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TQDM_DISABLE", "1")
+    return env
+
+
+def analyze_cli(name: str, paths: list[Path], out_dir: Path, jobs: int) -> Measured:
+    """What a user runs: ``analyze PATH... --out OUT --jobs N`` in a fresh process."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "analyze",
+        *map(str, paths),
+        "--out",
+        str(out_dir),
+        "--jobs",
+        str(jobs),
+        "--quiet",
+    ]
+    return run_child(name, cmd, env=python_env())
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers come from: CPU model, cores, memory, GPU (none unless torch sees one)."""
+    model = platform.processor() or platform.machine()
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    gpu = ""
+    if shutil.which("nvidia-smi"):
+        q = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+        gpu = q.stdout.strip().splitlines()[0] if q.returncode == 0 and q.stdout.strip() else ""
+    return {
+        "cpu_model": model,
+        "cpu_cores": os.cpu_count(),
+        "memory_gb": round(mem_gb, 1),
+        "gpu": gpu or "none",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("holistictraceanalysis", "orjson", "msgspec", "pandas", "pyarrow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = ""
+    return out
+
+
+def hta_dir(trace_paths: list[Path], work: Path, n: int) -> Path:
+    """A folder holding (links to) the first ``n`` traces: one file per rank, nothing else."""
+    folder = work / f"hta-{n}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for p in trace_paths[:n]:
+        (folder / p.name).symlink_to(p.resolve())
+    return folder
+
+
+def verify_tables(out_dir: Path, truths: list[TraceTruth]) -> str:
+    """Check analyze's tables against what the generator put into the traces; "" when all agree."""
+    from analyze.tables import read_tables
+
+    tables = read_tables(out_dir)
+    samples = tables.samples.set_index("sample_index")
+    problems = []
+    if len(samples) != len(truths):
+        problems.append(f"{len(samples)} sample rows for {len(truths)} traces")
+    for t in truths:
+        if t.sample_index not in samples.index:
+            problems.append(f"sample {t.sample_index} missing")
+            continue
+        row = samples.loc[t.sample_index]
+        if row["tokens"] != t.decode_steps + 1:
+            problems.append(f"sample {t.sample_index}: {row['tokens']} tokens, expected {t.decode_steps + 1}")
+        if abs(row["gpu_kernel_ms"] - t.kernel_us / 1e3) > 1e-6 * max(1.0, t.kernel_us / 1e3):
+            got, want = row["gpu_kernel_ms"], t.kernel_us / 1e3
+            problems.append(f"sample {t.sample_index}: gpu_kernel_ms {got} != {want}")
+    n_kernels = int(tables.stages["n_kernels"].sum())
+    if n_kernels != sum(t.n_kernels for t in truths):
+        problems.append(f"{n_kernels} kernels attributed, {sum(t.n_kernels for t in truths)} generated")
+    for name in ("runs", "stages", "tokens", "ops"):
+        if len(getattr(tables, name)) == 0:
+            problems.append(f"{name} table is empty")
+    return "; ".join(problems)
+
+
+def measure(truths: list[TraceTruth], work: Path, *, hta_max: int | None = None) -> dict[str, Any]:
+    """Time every reader on the traces of ``truths``; returns the rows and verdicts (JSON-ready).
+
+    HTA is run on the first ``hta_max`` traces (all when None) and its time scaled linearly to
+    the full set when it was given fewer.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    paths = [Path(t.path) for t in truths]
+    total_mb = sum(t.size_bytes for t in truths) / MB
+    largest_mb = max(t.size_bytes for t in truths) / MB
+    env = python_env()
+    py = sys.executable
+    load_start = os.getloadavg()[0]
+
+    rows: list[Measured] = [
+        run_child("import baseline (analyze + pyarrow)", [py, "-c", _BASELINE_CHILD], env=env),
+        analyze_cli("analyze --jobs 1", [paths[0].parent], work / "analysis-j1", jobs=1),
+        analyze_cli("analyze --jobs 2", [paths[0].parent], work / "analysis-j2", jobs=2),
+    ]
+    n_hta = len(paths) if hta_max is None else max(1, min(hta_max, len(paths)))
+    rows.append(
+        run_child("HTA TraceAnalysis", [py, "-c", _HTA_CHILD, str(hta_dir(paths, work, n_hta))], env=env)
+    )
+    for lib in ("json", "orjson"):
+        rows.append(run_child(f"{lib}.loads", [py, "-c", _LOADS_CHILD, lib, *map(str, paths)], env=env))
+    failed = [r for r in rows if r.returncode != 0]
+    if failed:
+        raise RuntimeError(
+            "; ".join(f"{r.name} exited {r.returncode}: {r.stderr_tail.strip()[-400:]}" for r in failed)
+        )
+
+    by = {r.name: r for r in rows}
+    hta_scale = len(paths) / n_hta
+    hta = by["HTA TraceAnalysis"]
+    if hta.reported.get("ranks") != n_hta:
+        raise RuntimeError(f"HTA loaded {hta.reported.get('ranks')} ranks of {n_hta}")
+    problems = verify_tables(work / "analysis-j1", truths)
+    table = []
+    for r in rows[1:]:
+        # Analyze: the CLI process wall. HTA: its process wall (imports included, like the CLI's),
+        # scaled when run on a subset. Loads: the parse alone.
+        if r.name.startswith("analyze"):
+            seconds = r.wall_s
+        elif r is hta:
+            seconds = r.wall_s * hta_scale
+        else:
+            seconds = float(r.reported["work_s"])
+        table.append({
+            "reader": r.name,
+            "seconds": seconds,
+            "mb_per_s": total_mb / seconds,
+            "peak_rss_mb": r.peak_rss_mb,
+            "process_wall_s": r.wall_s,
+            "work_s": r.reported.get("work_s"),
+        })  # fmt: skip
+    secs = {row["reader"]: row["seconds"] for row in table}
+    baseline_mb = by["import baseline (analyze + pyarrow)"].peak_rss_mb
+    peak_mb = by["analyze --jobs 1"].peak_rss_mb
+    vs_hta = secs["HTA TraceAnalysis"] / secs["analyze --jobs 2"]
+    vs_orjson = secs["analyze --jobs 1"] / secs["orjson.loads"]
+    targets = [
+        {
+            "target": f"analyze >= {TARGET_VS_HTA:g}x faster than HTA loading (2 processes each)",
+            "value": vs_hta,
+            "pass": vs_hta >= TARGET_VS_HTA,
+        },
+        {
+            "target": f"analyze (--jobs 1, end to end) within {TARGET_VS_ORJSON:g}x of orjson.loads alone",
+            "value": vs_orjson,
+            "pass": vs_orjson <= TARGET_VS_ORJSON,
+        },
+        {
+            "target": f"analyze peak RSS <= {TARGET_PEAK_VS_TRACE:g}x the largest trace "
+            f"({largest_mb:.0f} MB)",
+            "value": peak_mb / largest_mb,
+            "pass": peak_mb <= TARGET_PEAK_VS_TRACE * largest_mb,
+        },
+    ]
+    return {
+        "n_traces": len(paths),
+        "trace_mb_each": largest_mb,
+        "total_mb": total_mb,
+        "gzip": paths[0].name.endswith(".gz"),
+        "decode_steps_per_trace": truths[0].decode_steps,
+        "events_per_trace": truths[0].n_events,
+        "kernels_per_trace": truths[0].n_kernels,
+        "hta_traces_measured": n_hta,
+        "hta_scaled": n_hta < len(paths),
+        "hta_work_s": hta.reported.get("work_s"),
+        "rows": table,
+        "ratios": {
+            "hta_over_analyze_j2": vs_hta,
+            "hta_over_analyze_j1": secs["HTA TraceAnalysis"] / secs["analyze --jobs 1"],
+            "analyze_j1_over_orjson": vs_orjson,
+            "analyze_j1_over_json": secs["analyze --jobs 1"] / secs["json.loads"],
+            "peak_over_largest_trace": peak_mb / largest_mb,
+            "peak_above_baseline_over_largest_trace": (peak_mb - baseline_mb) / largest_mb,
+        },
+        "table_problems": problems,
+        "import_baseline_rss_mb": baseline_mb,
+        "targets": targets,
+        "load_avg_1m_start": round(load_start, 2),
+        "load_avg_1m_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def format_result(res: dict[str, Any]) -> str:
+    """The printed table, ratios and PASS/MISS lines."""
+    lines = [
+        f"analysis throughput: {res['n_traces']} traces x {res['trace_mb_each']:.1f} MB "
+        f"({res['total_mb']:.0f} MB uncompressed, {'gzip' if res['gzip'] else 'plain JSON'}; "
+        f"{res['events_per_trace']:,} events, {res['kernels_per_trace']:,} kernels, "
+        f"{res['decode_steps_per_trace']} decode steps each)",
+        f"{'reader':<22} {'seconds':>9} {'MB/s':>8} {'peak RSS MB':>12}",
+    ]
+    for row in res["rows"]:
+        lines.append(
+            f"{row['reader']:<22} {row['seconds']:>9.2f} {row['mb_per_s']:>8.1f} {row['peak_rss_mb']:>12.0f}"
+        )
+    r = res["ratios"]
+    notes = [
+        "analyze: CLI process wall (start-up, imports, gunzip, Parquet included); json/orjson: parse of the "
+        "decompressed bytes only",
+        f"import baseline of an analyze process: {res['import_baseline_rss_mb']:.0f} MB RSS; analyze's peak "
+        f"above it = {r['peak_above_baseline_over_largest_trace']:.2f}x the largest trace",
+    ]
+    if res["hta_scaled"]:
+        notes.append(
+            f"HTA measured on {res['hta_traces_measured']} of {res['n_traces']} traces and scaled linearly"
+        )
+    notes.append("tables checked against the generator: " + (res["table_problems"] or "all agree"))
+    lines += [f"  note: {n}" for n in notes]
+    lines.append(
+        f"ratios: HTA/analyze(j2) {r['hta_over_analyze_j2']:.1f}x, "
+        f"HTA/analyze(j1) {r['hta_over_analyze_j1']:.1f}x, "
+        f"analyze(j1)/orjson {r['analyze_j1_over_orjson']:.2f}x, "
+        f"analyze(j1)/json {r['analyze_j1_over_json']:.2f}x, "
+        f"peak/largest trace {r['peak_over_largest_trace']:.2f}x"
+    )
+    for t in res["targets"]:
+        lines.append(f"{'PASS' if t['pass'] else 'MISS'}  {t['target']}: {t['value']:.2f}x")
+    lines.append(
+        f"load average (1 min): {res['load_avg_1m_start']} at start, {res['load_avg_1m_end']} at end"
+    )
+    return "\n".join(lines)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomic JSON write (temporary name in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20, help="number of traces")
+    parser.add_argument("--mb", type=float, default=50.0, help="uncompressed size of each trace (MB)")
+    parser.add_argument("--plain", action="store_true", help="plain .json instead of .json.gz")
+    parser.add_argument("--hta-max", type=int, default=None, help="run HTA on this many traces and scale")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks/out/work-analyze",
+                        help="folder for the generated traces and outputs (reused between runs)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/analyze.json")
+    args = parser.parse_args(argv)
+
+    gz = not args.plain
+    folder = args.work / f"traces-{args.n}x{args.mb:g}mb{'-gz' if gz else ''}"
+    t0 = time.perf_counter()
+    truths = generate_set(folder, args.n, TraceShape.for_size(args.mb, args.seed), gz=gz)
+    print(f"traces ready in {time.perf_counter() - t0:.1f} s: {folder}")
+    res = measure(truths, args.work, hta_max=args.hta_max)
+    res["machine"] = machine_info()
+    res["versions"] = _versions()
+    res["trace_shape"] = asdict(TraceShape.for_size(args.mb, args.seed))
+    print(format_result(res))
+    write_json(args.out, res)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

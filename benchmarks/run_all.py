@@ -1,0 +1,158 @@
+"""``make bench``: every benchmark in its own process, then one summary table.
+
+Runs bench_events, bench_capture, bench_analyze and bench_scaling one after another (each in a
+fresh process, so each measures its own memory), streams their output, reads the JSON each
+writes under benchmarks/out/, prints the headline figures with their targets, and writes
+benchmarks/out/summary.json with the machine they came from and how long it all took.
+
+    python benchmarks/run_all.py [--quick] [--only analyze,capture]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_analyze import machine_info, write_json  # noqa: E402
+
+OUT = ROOT / "benchmarks/out"
+
+# name -> (script, arguments for the full run, arguments for --quick)
+BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
+    "events": ("bench_events.py", [], ["--events", "300000", "--repeats", "2"]),
+    "capture": ("bench_capture.py", [], ["--sizes", "256x2", "--rounds", "2", "--tokens", "8"]),
+    "analyze": ("bench_analyze.py", [], ["--n", "3", "--mb", "10"]),
+    "scaling": ("bench_scaling.py", [], ["--counts", "1,10", "--mb", "2"]),
+}
+
+
+def _row(bench: str, figure: str, value: str, target: str = "", ok: bool | None = None) -> dict[str, Any]:
+    verdict = "" if ok is None else ("PASS" if ok else "MISS")
+    return {"benchmark": bench, "figure": figure, "value": value, "target": target, "verdict": verdict}
+
+
+def summarise(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The headline rows of each benchmark's JSON result."""
+    rows: list[dict[str, Any]] = []
+    ev = results.get("events")
+    if ev:
+        rows.append(_row("events", "vectorised vs per-event loop", f"{ev['speedup']:.0f}x faster",
+                         f">= {ev['target_speedup']:.0f}x", bool(ev["meets_target"])))  # fmt: skip
+    an = results.get("analyze")
+    if an:
+        secs = {r["reader"]: r for r in an["rows"]}
+        for reader in (
+            "analyze --jobs 1",
+            "analyze --jobs 2",
+            "HTA TraceAnalysis",
+            "orjson.loads",
+            "json.loads",
+        ):
+            r = secs[reader]
+            figure = f"{reader} ({an['n_traces']} x {an['trace_mb_each']:.0f} MB)"
+            value = f"{r['mb_per_s']:.1f} MB/s, {r['seconds']:.1f} s, peak {r['peak_rss_mb']:.0f} MB"
+            rows.append(_row("analyze", figure, value))
+        for t in an["targets"]:
+            rows.append(_row("analyze", t["target"], f"{t['value']:.2f}x", "", t["pass"]))
+    cap = results.get("capture")
+    if cap:
+        for label, res in cap["sizes"].items():
+            for key in ("stagetrace/off", "bare/off", "stagetrace/bare"):
+                r = res["ratios"][key]
+                value = (
+                    f"{r['wall']:.3f}x wall, {r['per_token']:.3f}x per-token "
+                    f"(paired {r['wall_paired']:.3f}x, {r['per_token_paired']:.3f}x)"
+                )
+                checks = [t for t in res["targets"] if t["target"].startswith(key + " ")]
+                target = ", ".join(t["target"].removeprefix(key + " ") for t in checks)
+                ok = all(t["pass"] for t in checks) if checks else None
+                rows.append(_row("capture", f"{label} ({res['device']}): {key}", value, target, ok))
+    sc = results.get("scaling")
+    if sc:
+        for r in sc["rows"]:
+            value = f"{r['seconds']:.1f} s, {r['mb_per_s']:.0f} MB/s, peak {r['peak_rss_mb']:.0f} MB"
+            rows.append(_row("scaling", f"{r['traces']} traces, --jobs {r['jobs']}", value))
+    return rows
+
+
+def format_summary(rows: list[dict[str, Any]]) -> str:
+    widths = [max(len(str(r[k])) for r in rows) for k in ("benchmark", "figure", "value", "target")]
+    head = ("benchmark", "figure", "value", "target")
+    widths = [max(w, len(h)) for w, h in zip(widths, head, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + "  verdict"]
+    for r in rows:
+        cells = [str(r[k]).ljust(w) for k, w in zip(head, widths, strict=True)]
+        lines.append("  ".join(cells) + "  " + r["verdict"])
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the scripts run (seconds)")
+    parser.add_argument("--only", default=",".join(BENCHES), help="benchmarks to run, comma-separated")
+    args = parser.parse_args(argv)
+    names = [n for n in args.only.split(",") if n]
+    unknown = set(names) - set(BENCHES)
+    if unknown:
+        parser.error(f"unknown benchmarks {sorted(unknown)}; choose from {', '.join(BENCHES)}")
+
+    out_dir = OUT / ("quick" if args.quick else "")
+    machine = machine_info()
+    print(f"machine: {machine['cpu_model']}, {machine['cpu_cores']} cores, {machine['memory_gb']} GB, "
+          f"GPU {machine['gpu']}; load average {machine['load_avg_1m']}", flush=True)  # fmt: skip
+    t_all = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    timings: dict[str, float] = {}
+    failed: list[str] = []
+    for name in names:
+        script, full, quick = BENCHES[name]
+        out = out_dir / f"{name}.json"
+        cmd = [
+            sys.executable,
+            str(ROOT / "benchmarks" / script),
+            *(quick if args.quick else full),
+            "--out",
+            str(out),
+        ]
+        print(f"\n== {name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, check=False)
+        timings[name] = time.perf_counter() - t0
+        print(f"== {name} took {timings[name]:.0f} s (exit {proc.returncode})", flush=True)
+        if proc.returncode != 0 or not out.exists():
+            failed.append(name)
+            continue
+        results[name] = json.loads(out.read_text())
+    total_s = time.perf_counter() - t_all
+
+    rows = summarise(results)
+    print("\nsummary")
+    print(format_summary(rows) if rows else "(no results)")
+    print(f"\ntotal {total_s:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}); "
+          f"load average at the end {os.getloadavg()[0]:.2f}")  # fmt: skip
+    if failed:
+        print(f"FAILED: {', '.join(failed)}")
+    write_json(out_dir / "summary.json", {
+        "machine": machine,
+        "quick": args.quick,
+        "total_s": total_s,
+        "seconds_per_benchmark": timings,
+        "rows": rows,
+        "failed": failed,
+        "load_avg_1m_end": round(os.getloadavg()[0], 2),
+    })  # fmt: skip
+    print(f"wrote {out_dir / 'summary.json'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
