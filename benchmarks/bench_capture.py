@@ -57,6 +57,7 @@ from capture.config import CaptureConfig  # noqa: E402
 from capture.data.registry import open_dataset  # noqa: E402
 from capture.env import resolve_device, resolve_dtype  # noqa: E402
 from capture.labels import StageLabeler  # noqa: E402
+from capture.models import hf  # noqa: E402
 from capture.models.base import Inputs, ModelSpec  # noqa: E402
 from capture.models.llava import LlavaAdapter  # noqa: E402
 from capture.models.tiny import build_tiny_tokenizer, seeded  # noqa: E402
@@ -170,19 +171,14 @@ class RunTiming:
 
 
 def _generate(adapter: LlavaAdapter, inputs: Inputs, clock: TokenClock, tokens: int) -> list[int]:
-    """capture's greedy generate() (``hf.greedy_generate``'s arguments), plus the token clock."""
-    out = adapter.model.generate(
-        **inputs,
+    """capture's greedy generate(), plus the token clock."""
+    return hf.greedy_generate(
+        adapter.model,
+        inputs,
         max_new_tokens=tokens,
         min_new_tokens=tokens,
-        do_sample=False,
-        num_beams=1,
-        temperature=None,
-        top_p=None,
-        top_k=None,
         logits_processor=LogitsProcessorList([clock]),
     )
-    return [int(t) for t in out[0, inputs["input_ids"].shape[1] :].tolist()]
 
 
 def run_once(

@@ -49,9 +49,13 @@ def supports_mm_encoder_outputs(model: nn.Module) -> bool:
 
 
 def greedy_generate(
-    model: Any, inputs: dict[str, Any], *, max_new_tokens: int, min_new_tokens: int
+    model: Any, inputs: dict[str, Any], *, max_new_tokens: int, min_new_tokens: int, **extra: Any
 ) -> list[int]:
-    """The model's ordinary ``generate()``, greedy; returns only the new token ids."""
+    """The model's ordinary ``generate()``, greedy; returns only the new token ids.
+
+    ``extra`` goes to generate() as is (the capture benchmark passes a logits processor that
+    timestamps each token).
+    """
     out = model.generate(
         **inputs,
         max_new_tokens=max_new_tokens,
@@ -61,6 +65,7 @@ def greedy_generate(
         temperature=None,
         top_p=None,
         top_k=None,
+        **extra,
     )
     ids = out[0]
     if "input_ids" in inputs:  # generate() echoes the prompt unless it was given embeddings only
