@@ -76,6 +76,9 @@ def main(resume: Path | None, quiet: bool, **options: Any) -> None:
         cap = Capture.prepare(CaptureConfig(**options), resume=resume)
     except CaptureError as exc:
         raise InputError(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted before the first sample; nothing was captured", err=True)
+        sys.exit(130)
     run_dir = cap.manifest.run_dir
     bar = _progress_bar(cap.n_samples, quiet)
     try:

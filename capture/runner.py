@@ -30,7 +30,7 @@ from capture.labels import StageLabeler
 from capture.manifest import RunManifest, trace_name
 from capture.models.base import Inputs, ModelAdapter, ModelSpec
 from capture.models.registry import adapter_class
-from capture.profiling import export_trace, make_profiler
+from capture.profiling import export_trace, profiled
 
 # Called after every sample with (index, outcome) — the CLI's progress bar.
 Progress = Callable[[int, dict[str, Any]], None]
@@ -158,7 +158,7 @@ class Capture:
         self.labeler.attach()
         t0 = time.perf_counter()
         try:
-            with make_profiler(self.cfg, self.device) as prof, self.labeler.label(vocab.sample_label(index)):
+            with profiled(self.cfg, self.device) as prof, self.labeler.label(vocab.sample_label(index)):
                 ids = self._generate(self._inputs(index, timings, labelled=True), timings, labelled=True)
         finally:
             self.labeler.detach()
