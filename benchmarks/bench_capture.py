@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from transformers import (  # noqa: E402
 
 from analyze import vocabulary as vocab  # noqa: E402
 from benchmarks.bench_analyze import machine_info, write_json  # noqa: E402
-from capture.config import CaptureConfig  # noqa: E402
+from capture.config import CaptureConfig, option  # noqa: E402
 from capture.data.registry import open_dataset  # noqa: E402
 from capture.env import resolve_device, resolve_dtype  # noqa: E402
 from capture.labels import StageLabeler  # noqa: E402
@@ -70,23 +70,19 @@ TARGETS_CUDA = {"stagetrace/off": (1.05, 1.05), "stagetrace/bare": (1.02, 1.02)}
 LLAVA_VOCAB = 32064
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class ModelSize:
     """A LLaVA-shaped model: CLIP vision tower and LLaMA text model, random weights."""
 
-    text_hidden: int = _opt(1024, "Hidden size of the language model.")
-    text_layers: int = _opt(4, "Decoder layers of the language model.")
-    text_heads: int = _opt(16, "Attention heads of the language model.")
-    vocab_size: int = _opt(LLAVA_VOCAB, "Vocabulary (LLaVA-1.5: 32064); sets the lm_head cost.")
-    vision_hidden: int = _opt(768, "Hidden size of the CLIP tower (ViT-B/32: 768).")
-    vision_layers: int = _opt(6, "Encoder layers of the CLIP tower.")
-    vision_heads: int = _opt(12, "Attention heads of the CLIP tower.")
-    image_size: int = _opt(224, "Input resolution of the tower.")
-    patch_size: int = _opt(32, "Patch size of the tower (224/32: 49 image tokens).")
+    text_hidden: int = option(1024, "Hidden size of the language model.")
+    text_layers: int = option(4, "Decoder layers of the language model.")
+    text_heads: int = option(16, "Attention heads of the language model.")
+    vocab_size: int = option(LLAVA_VOCAB, "Vocabulary (LLaVA-1.5: 32064); sets the lm_head cost.")
+    vision_hidden: int = option(768, "Hidden size of the CLIP tower (ViT-B/32: 768).")
+    vision_layers: int = option(6, "Encoder layers of the CLIP tower.")
+    vision_heads: int = option(12, "Attention heads of the CLIP tower.")
+    image_size: int = option(224, "Input resolution of the tower.")
+    patch_size: int = option(32, "Patch size of the tower (224/32: 49 image tokens).")
 
     @property
     def label(self) -> str:

@@ -34,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analyze import vocabulary as vocab
+from capture.config import option
 
 MB = 1_000_000  # sizes are decimal megabytes of uncompressed JSON
 
@@ -47,22 +48,18 @@ BASE_TS_NS = 4_532_721_000_000_000  # Kineto's relative clock (us ~ 4.5e9 s), as
 BASE_TIME_NS = 1_790_857_026_000_000_000
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class TraceShape:
     """What one synthetic trace looks like."""
 
-    target_mb: float = _opt(50.0, "Uncompressed size to reach (decimal MB), by adding decode steps.")
-    decode_steps: int | None = _opt(None, "Fixed number of decode steps instead of a target size.")
-    llm_layers: int = _opt(32, "Decoder layers of the language model (LLaMA-7B: 32).")
-    vision_layers: int = _opt(24, "Encoder layers of the vision tower (CLIP ViT-L/14: 24).")
-    prompt_tokens: int = _opt(620, "Prompt length, image tokens included (sets prefill kernel times).")
-    min_decode_steps: int = _opt(1, "At least this many decode steps whatever the size.")
-    max_decode_steps: int = _opt(4096, "At most this many decode steps whatever the size.")
-    seed: int = _opt(0, "Seed: same shape and seed give byte-identical files.")
+    target_mb: float = option(50.0, "Uncompressed size to reach (decimal MB), by adding decode steps.")
+    decode_steps: int | None = option(None, "Fixed number of decode steps instead of a target size.")
+    llm_layers: int = option(32, "Decoder layers of the language model (LLaMA-7B: 32).")
+    vision_layers: int = option(24, "Encoder layers of the vision tower (CLIP ViT-L/14: 24).")
+    prompt_tokens: int = option(620, "Prompt length, image tokens included (sets prefill kernel times).")
+    min_decode_steps: int = option(1, "At least this many decode steps whatever the size.")
+    max_decode_steps: int = option(4096, "At most this many decode steps whatever the size.")
+    seed: int = option(0, "Seed: same shape and seed give byte-identical files.")
 
     @classmethod
     def for_size(cls, target_mb: float, seed: int = 0) -> TraceShape:

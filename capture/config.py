@@ -9,7 +9,8 @@ from typing import Any, Literal
 Mode = Literal["fused", "decoupled"]
 
 
-def _opt(default: Any, help: str) -> Any:
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with its help text, for frozen configs that describe themselves."""
     return field(default=default, metadata={"help": help})
 
 
@@ -17,28 +18,28 @@ def _opt(default: Any, help: str) -> Any:
 class CaptureConfig:
     """Everything that decides what a capture run measures."""
 
-    model: str = _opt("tiny-llava", "Model name (see `capture --help` for the list).")
-    model_path: str | None = _opt(
+    model: str = option("tiny-llava", "Model name (see `capture --help` for the list).")
+    model_path: str | None = option(
         None, "Local weights folder or Hugging Face id; default: the model's hub id."
     )
-    dataset: str | None = _opt(
+    dataset: str | None = option(
         None, "Dataset folder in the EventGPT DSEC layout; default: built-in synthetic."
     )
-    samples: int = _opt(8, "Number of samples to capture.")
-    out: str = _opt("traces", "Folder that receives one run folder per invocation.")
-    mode: Mode = _opt("fused", "fused: ordinary generate(); decoupled: encode vision first, then generate().")
-    device: str = _opt("auto", "auto, cpu or cuda.")
-    dtype: str = _opt("auto", "auto (bf16 on CUDA, fp32 on CPU), float32, float16 or bfloat16.")
-    max_new_tokens: int = _opt(16, "Tokens to generate per sample (greedy).")
-    min_new_tokens: int = _opt(0, "Force at least this many tokens (0: stop at EOS).")
-    warmup: int = _opt(1, "Un-recorded generate() runs before the first sample.")
-    verify: Literal["first", "all", "none"] = _opt(
+    samples: int = option(8, "Number of samples to capture.")
+    out: str = option("traces", "Folder that receives one run folder per invocation.")
+    mode: Mode = option("fused", "fused: ordinary generate(); decoupled: vision first, then generate().")
+    device: str = option("auto", "auto, cpu or cuda.")
+    dtype: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), float32, float16 or bfloat16.")
+    max_new_tokens: int = option(16, "Tokens to generate per sample (greedy).")
+    min_new_tokens: int = option(0, "Force at least this many tokens (0: stop at EOS).")
+    warmup: int = option(1, "Un-recorded generate() runs before the first sample.")
+    verify: Literal["first", "all", "none"] = option(
         "first", "Samples whose tokens are re-generated with labels and profiler off and compared."
     )
-    record_shapes: bool = _opt(False, "Record operator input shapes (larger traces).")
-    with_stack: bool = _opt(False, "Record Python stacks (much larger traces, more overhead).")
-    profile_memory: bool = _opt(False, "Record allocator events.")
-    seed: int = _opt(0, "Seed for tiny-model weights and the synthetic dataset.")
+    record_shapes: bool = option(False, "Record operator input shapes (larger traces).")
+    with_stack: bool = option(False, "Record Python stacks (much larger traces, more overhead).")
+    profile_memory: bool = option(False, "Record allocator events.")
+    seed: int = option(0, "Seed for tiny-model weights and the synthetic dataset.")
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for run.json."""
