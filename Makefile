@@ -5,7 +5,12 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed-stamp
 DEMO := demo
 
-.PHONY: demo test bench lint browser clean
+VENV_TF4 ?= .venv-tf4
+STAMP_TF4 := $(VENV_TF4)/.installed-stamp
+# The tests that touch transformers' model classes, rerun on the 4.x line.
+TF4_TESTS := tests/test_llava.py tests/test_labels.py tests/test_eventgpt.py tests/test_runner.py tests/test_end_to_end.py
+
+.PHONY: demo test test-tf4 bench lint browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -28,8 +33,20 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium could not be installed: the browser test will skip"; }
 
+$(STAMP_TF4): pyproject.toml constraints-tf4.txt
+	python3 -m venv $(VENV_TF4)
+	$(VENV_TF4)/bin/python -m pip install -q --upgrade pip
+	$(VENV_TF4)/bin/python -m pip install -q -c constraints-tf4.txt torch
+	$(VENV_TF4)/bin/python -m pip install -q -c constraints-tf4.txt -e '.[dev]'
+	touch $(STAMP_TF4)
+
+# The whole suite on transformers 5.x, then the model-facing tests on transformers 4.57.
 test: $(STAMP) browser
 	$(PY) -m pytest -q
+	$(MAKE) test-tf4
+
+test-tf4: $(STAMP_TF4)
+	$(VENV_TF4)/bin/python -m pytest -q -p no:cacheprovider $(TF4_TESTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check capture analyze tests benchmarks
@@ -38,4 +55,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) benchmarks/out
+	rm -rf $(VENV) $(VENV_TF4) $(DEMO) benchmarks/out

@@ -13,6 +13,7 @@ from analyze import vocabulary as vocab
 from capture.data.sample import RawSample
 from capture.labels import StageLabeler
 from capture.models.base import ModelSpec
+from capture.models.hf import TRANSFORMERS_MAJOR
 from capture.models.llava import LlavaAdapter, VideoLlavaAdapter
 from tests.trace_checks import labels_in_order, load_trace, partial_overlaps
 
@@ -61,7 +62,13 @@ def test_labels_names_order_and_nesting(cls, name: str, tmp_path: Path) -> None:
         == [vocab.step_label(k) for k in range(len(ids))]
         == [vocab.PREFILL, *[f"stage4:decode#{k}" for k in range(1, N_TOKENS)]]
     )
-    assert isinstance(vision_first, bool)
+    # and the spans say the same: vision before the prefill (5.x) or nested inside it (4.x)
+    span = {e["name"]: (e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "user_annotation"}
+    (v0, v1), (p0, p1) = span[vocab.VISION], span[vocab.PREFILL]
+    if TRANSFORMERS_MAJOR >= 5:
+        assert vision_first and v1 <= p0
+    else:
+        assert not vision_first and p0 <= v0 and v1 <= p1
     assert partial_overlaps(events) == []
 
 
