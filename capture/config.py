@@ -18,7 +18,7 @@ def option(default: Any, help: str) -> Any:
 class CaptureConfig:
     """Everything that decides what a capture run measures."""
 
-    model: str = option("tiny-llava", "Model name (see `capture --help` for the list).")
+    model: str = option("tiny-llava", "Model to run; tiny-* ones have random weights and need no download.")
     model_path: str | None = option(
         None, "Local weights folder or Hugging Face id; default: the model's hub id."
     )
