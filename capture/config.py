@@ -20,7 +20,7 @@ class CaptureConfig:
 
     model: str = option("tiny-llava", "Model to run; tiny-* ones have random weights and need no download.")
     model_path: str | None = option(
-        None, "Local weights folder or Hugging Face id; default: the model's hub id."
+        None, "Weights folder (eventgpt needs one), or a hub id looked up in the local HF cache."
     )
     dataset: str | None = option(
         None, "Dataset folder in the EventGPT DSEC layout; default: built-in synthetic."
