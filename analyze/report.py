@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -861,12 +860,13 @@ def write_report(tables: Tables, out_path: Path, *, hta: bool = True) -> Path:
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     page = render_report(tables, hta=hta).html
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    # A plain temporary name (not mkstemp, whose 0600 mode would make the report unreadable
+    # to anyone else the folder is shared with); renamed over the target when whole.
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
+        tmp.write_text(page, encoding="utf-8")
         os.replace(tmp, out_path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return out_path

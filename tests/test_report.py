@@ -243,6 +243,9 @@ def test_write_report_is_atomic_and_returns_the_path(tmp_path: Path) -> None:
     got = report.write_report(make_tables(tmp_path), out, hta=False)
     assert got == out and out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert out.stat().st_mode == plain.stat().st_mode  # the umask's mode, not mkstemp's 0600
 
 
 def test_no_runs_is_an_error(tmp_path: Path) -> None:
