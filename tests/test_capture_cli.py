@@ -75,6 +75,11 @@ def test_missing_weights_say_where_they_looked(tmp_path: Path) -> None:
         _run(["--model", "llava-1.5", "--model-path", str(where), "--out", str(tmp_path / "t")]),
         str(where),
         "--model-path",
+        "tiny-llava",
+    )
+    _one_line_error(
+        _run(["--model", "video-llava", "--model-path", str(where), "--out", str(tmp_path / "t")]),
+        "use tiny-video-llava for a demo",
     )
 
 

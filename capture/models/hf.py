@@ -39,7 +39,7 @@ def load_pretrained(cls: Any, name: str, source: str, **kwargs: Any) -> Any:
     except (OSError, ValueError) as exc:
         raise CaptureError(
             f"{name}: weights not found in {where} ({type(exc).__name__}); download them first or pass "
-            f"--model-path DIR with a local copy, or use tiny-{name.split('-')[0]} for a demo"
+            f"--model-path DIR with a local copy, or use tiny-{name.removesuffix('-1.5')} for a demo"
         ) from None
 
 
