@@ -14,7 +14,6 @@ The only module of stagetrace that imports plotly.
 from __future__ import annotations
 
 import html
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from plotly.subplots import make_subplots
 from analyze import __version__, hta_breakdown
 from analyze import vocabulary as vocab
 from analyze.errors import AnalyzeError
+from analyze.tables import replace_atomically
 
 if TYPE_CHECKING:
     from analyze.tables import Tables
@@ -860,13 +860,5 @@ def write_report(tables: Tables, out_path: Path, *, hta: bool = True) -> Path:
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     page = render_report(tables, hta=hta).html
-    # A plain temporary name (not mkstemp, whose 0600 mode would make the report unreadable
-    # to anyone else the folder is shared with); renamed over the target when whole.
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_atomically(out_path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return out_path

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
@@ -317,6 +317,19 @@ def analyze_paths(
     return tables, warnings
 
 
+def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` to a temporary name beside ``path``, then rename it over ``path``, so the
+    target exists whole or not at all; the temporary file goes on any failure, Ctrl-C included.
+    (A plain name, not mkstemp: its 0600 mode would hide the output from others.)"""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_tables(tables: Tables, out_dir: Path) -> list[Path]:
     """Write each table to ``out_dir/<name>.parquet`` atomically (temp file, then rename)."""
     out_dir = Path(out_dir)
@@ -327,12 +340,10 @@ def write_tables(tables: Tables, out_dir: Path) -> list[Path]:
     written = []
     for f in fields(Tables):
         path = out_dir / f"{f.name}.parquet"
-        tmp = out_dir / f".{f.name}.parquet.tmp-{os.getpid()}"
+        frame = getattr(tables, f.name)
         try:
-            getattr(tables, f.name).to_parquet(tmp, index=False)
-            os.replace(tmp, path)
+            replace_atomically(path, lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise AnalyzeError(f"{path}: cannot write ({exc.strerror or exc})") from None
         written.append(path)
     return written
