@@ -3,4 +3,16 @@
 Never imports torch, so it starts fast and runs where torch is absent.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from importlib import metadata
+
+DISTRIBUTION = "stagetrace"
+
+
+def package_version() -> str:
+    """stagetrace's version from the installed package metadata (pyproject.toml is the source)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"

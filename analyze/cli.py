@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from analyze.cliutil import CONTEXT_SETTINGS, InputError, version_option
 from analyze.discover import OUTPUT_DIR
 from analyze.errors import AnalyzeError
 from analyze.stagemap import combine
@@ -28,11 +29,6 @@ Tables go to <first PATH>/analysis/ (or --out): runs, samples, stages, tokens, o
 """
 
 
-class InputError(click.ClickException):
-    """Bad input: one line on stderr, exit status 2."""
-
-    exit_code = 2
-
 
 def default_out_dir(first: Path) -> Path:
     """``<first PATH>/analysis``, or beside a trace file given on its own."""
@@ -41,8 +37,9 @@ def default_out_dir(first: Path) -> Path:
 
 
 @click.command(
-    epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    epilog=EXAMPLES, context_settings=CONTEXT_SETTINGS
 )
+@version_option()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -95,4 +92,4 @@ def main(
     except AnalyzeError as exc:
         for warning in getattr(exc, "warnings", []):
             click.echo(f"warning: {warning}", err=True)
-        raise InputError(" ".join(str(exc).split())) from None
+        raise InputError(str(exc)) from None

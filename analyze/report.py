@@ -27,10 +27,10 @@ import plotly.offline
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from analyze import __version__, hta_breakdown
+from analyze import hta_breakdown, package_version
 from analyze import vocabulary as vocab
 from analyze.errors import AnalyzeError
-from analyze.tables import replace_atomically
+from analyze.files import write_atomic
 
 if TYPE_CHECKING:
     from analyze.tables import Tables
@@ -573,7 +573,7 @@ def _header(page: _Page, runs: pd.DataFrame, samples: pd.DataFrame) -> None:
     page.add(
         "<h1>stagetrace report</h1>"
         f'<p class="sub">{len(runs)} run(s), {len(samples)} sample(s) · generated {now} · '
-        f"stagetrace {_esc(__version__)} · pandas {_esc(pd.__version__)} · "
+        f"stagetrace {_esc(package_version())} · pandas {_esc(pd.__version__)} · "
         f"plotly {_esc(plotly.__version__)} · "
         f"HolisticTraceAnalysis {_esc(hta_v)}</p>"
     )
@@ -860,5 +860,5 @@ def write_report(tables: Tables, out_path: Path, *, hta: bool = True) -> Path:
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     page = render_report(tables, hta=hta).html
-    replace_atomically(out_path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    write_atomic(out_path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return out_path

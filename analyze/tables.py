@@ -9,9 +9,8 @@ warning and skipped.
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
@@ -21,102 +20,12 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from analyze.contract import TABLE_SCHEMAS
 from analyze.discover import RunInput, discover, sample_id
 from analyze.errors import AnalyzeError
+from analyze.files import write_atomic
 from analyze.stagemap import StageMap
 from analyze.trace_tables import TraceTables, TraceTask, analyze_trace
-
-STR, INT, FLOAT, BOOL, NULLABLE_BOOL = "str", "int64", "float64", "bool", "boolean"
-
-SCHEMAS: dict[str, dict[str, str]] = {
-    "runs": {
-        "run_id": STR,
-        "model": STR,
-        "mode": STR,
-        "device": STR,
-        "gpu_name": STR,
-        "torch_version": STR,
-        "transformers_version": STR,
-        "n_samples": INT,
-        "n_skipped": INT,
-        "trace_dir": STR,
-        "has_manifest": BOOL,
-        "identity_ok": NULLABLE_BOOL,
-        "accounting_ok": NULLABLE_BOOL,
-        "overhead_ratio": FLOAT,
-        "has_gpu": BOOL,
-    },
-    "samples": {
-        "run_id": STR,
-        "sample_id": STR,
-        "sample_index": INT,
-        "trace_file": STR,
-        "model": STR,
-        "total_ms": FLOAT,
-        "load_ms": FLOAT,
-        "preprocess_ms": FLOAT,
-        "vision_ms": FLOAT,
-        "prefill_ms": FLOAT,
-        "decode_ms": FLOAT,
-        "other_ms": FLOAT,
-        "unlabelled_ms": FLOAT,
-        "generate_ms": FLOAT,
-        "gpu_kernel_ms": FLOAT,
-        "vision_gpu_ms": FLOAT,
-        "llm_gpu_ms": FLOAT,
-        "unattributed_gpu_ms": FLOAT,
-        "ttft_ms": FLOAT,
-        "tpot_ms": FLOAT,
-        "tokens": INT,
-        "tokens_per_s": FLOAT,
-        "vision_share_host": FLOAT,
-        "llm_share_host": FLOAT,
-        "vision_share_gpu": FLOAT,
-        "llm_share_gpu": FLOAT,
-        "timeline": STR,
-        "gpu_busy_ms": FLOAT,
-    },
-    "stages": {
-        "run_id": STR,
-        "sample_id": STR,
-        "stage": STR,
-        "host_ms": FLOAT,
-        "host_self_ms": FLOAT,
-        "gpu_kernel_ms": FLOAT,
-        "gpu_memcpy_ms": FLOAT,
-        "gpu_busy_ms": FLOAT,
-        "gpu_span_ms": FLOAT,
-        "n_labels": INT,
-        "n_host_ops": INT,
-        "n_kernels": INT,
-        "n_device_events": INT,
-        "model": STR,
-    },
-    "tokens": {
-        "run_id": STR,
-        "sample_id": STR,
-        "step": INT,
-        "phase": STR,
-        "start_ms": FLOAT,
-        "emitted_ms": FLOAT,
-        "latency_ms": FLOAT,
-        "host_ms": FLOAT,
-        "gpu_kernel_ms": FLOAT,
-        "n_kernels": INT,
-        "model": STR,
-    },
-    "ops": {
-        "run_id": STR,
-        "sample_id": STR,
-        "stage": STR,
-        "kind": STR,
-        "name": STR,
-        "count": INT,
-        "total_us": FLOAT,
-        "mean_us": FLOAT,
-        "model": STR,
-    },
-}
 
 
 class NothingReadable(AnalyzeError):
@@ -129,7 +38,7 @@ class NothingReadable(AnalyzeError):
 
 @dataclass(frozen=True)
 class Tables:
-    """The five tables of an analysis (columns: SCHEMAS)."""
+    """The five tables of an analysis (columns: contract.TABLE_SCHEMAS)."""
 
     runs: pd.DataFrame
     samples: pd.DataFrame
@@ -140,7 +49,7 @@ class Tables:
 
 def conform(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     """``frame`` with exactly the columns of ``table``, in order, with their dtypes."""
-    schema = SCHEMAS[table]
+    schema = TABLE_SCHEMAS[table]
     missing = [c for c in schema if c not in frame.columns]
     if missing:
         raise ValueError(f"{table} table lacks columns {missing}")
@@ -149,7 +58,7 @@ def conform(frame: pd.DataFrame, table: str) -> pd.DataFrame:
 
 def empty_table(table: str) -> pd.DataFrame:
     """A table with no rows and the right columns and dtypes."""
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in SCHEMAS[table].items()})
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in TABLE_SCHEMAS[table].items()})
 
 
 def _get(doc: Mapping[str, Any] | None, *keys: str) -> Any:
@@ -317,19 +226,6 @@ def analyze_paths(
     return tables, warnings
 
 
-def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)`` to a temporary name beside ``path``, then rename it over ``path``, so the
-    target exists whole or not at all; the temporary file goes on any failure, Ctrl-C included.
-    (A plain name, not mkstemp: its 0600 mode would hide the output from others.)"""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_tables(tables: Tables, out_dir: Path) -> list[Path]:
     """Write each table to ``out_dir/<name>.parquet`` atomically (temp file, then rename)."""
     out_dir = Path(out_dir)
@@ -342,7 +238,7 @@ def write_tables(tables: Tables, out_dir: Path) -> list[Path]:
         path = out_dir / f"{f.name}.parquet"
         frame = getattr(tables, f.name)
         try:
-            replace_atomically(path, lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
+            write_atomic(path, lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
         except OSError as exc:
             raise AnalyzeError(f"{path}: cannot write ({exc.strerror or exc})") from None
         written.append(path)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from analyze.cliutil import CONTEXT_SETTINGS, InputError, version_option
 from capture.config import CaptureConfig, help_of
 from capture.errors import CaptureError
 from capture.models.registry import MODELS
@@ -34,15 +35,11 @@ def _o(name: str, **kw: Any) -> Any:
 D = CaptureConfig()
 
 
-class InputError(click.ClickException):
-    """Bad input: one line on stderr, exit status 2."""
-
-    exit_code = 2
-
 
 @click.command(
-    epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    epilog=EXAMPLES, context_settings=CONTEXT_SETTINGS
 )
+@version_option()
 @_o("model", type=str, default=D.model, metavar="|".join(MODELS))
 @_o("model_path", type=str, default=None)
 @_o("dataset", type=click.Path(file_okay=False), default=None)

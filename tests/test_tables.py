@@ -12,9 +12,10 @@ import pytest
 from kineto_builders import VLM_EXPECTED, manifest, vlm_trace, write_run
 
 from analyze import vocabulary as voc
+from analyze.contract import TABLE_SCHEMAS
 from analyze.errors import AnalyzeError
 from analyze.stagemap import StageMap
-from analyze.tables import SCHEMAS, Tables, analyze_paths, read_tables, write_tables
+from analyze.tables import Tables, analyze_paths, read_tables, write_tables
 
 DATA = Path(__file__).parent / "data" / "kineto-gpu"
 TABLES = ("runs", "samples", "stages", "tokens", "ops")
@@ -43,9 +44,9 @@ def tables(two_runs: Path) -> Tables:
 def test_every_table_has_its_schema(tables: Tables) -> None:
     for name in TABLES:
         frame = getattr(tables, name)
-        assert list(frame.columns) == list(SCHEMAS[name]), name
+        assert list(frame.columns) == list(TABLE_SCHEMAS[name]), name
         assert [str(t) for t in frame.dtypes] == [
-            str(pd.Series(dtype=t).dtype) for t in SCHEMAS[name].values()
+            str(pd.Series(dtype=t).dtype) for t in TABLE_SCHEMAS[name].values()
         ]
         assert list(frame.columns[:2]) == ["run_id", "sample_id"] or name == "runs"
 
