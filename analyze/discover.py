@@ -9,16 +9,14 @@ of its folder. run_id is run.json's ``run_id``, else the folder's name.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import msgspec
+from analyze.contract import MANIFEST_NAME, ManifestError, RunManifest, decode_manifest
+from analyze.errors import AnalyzeError, first_line
 
-from analyze.errors import AnalyzeError
-
-MANIFEST = "run.json"
+MANIFEST = MANIFEST_NAME
 OUTPUT_DIR = "analysis"
 TRACE_SUFFIXES = (".json.gz", ".json")
 
@@ -30,7 +28,7 @@ class RunInput:
     run_id: str
     run_dir: Path
     traces: tuple[Path, ...]
-    manifest: Mapping[str, Any] | None
+    manifest: RunManifest | None
 
 
 def is_trace_file(path: Path) -> bool:
@@ -52,18 +50,15 @@ def sample_id(path: Path) -> str:
     return name
 
 
-def load_manifest(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(run.json as a dict, None), or (None, a warning) when it is unreadable, or (None, None)."""
+def load_manifest(run_dir: Path) -> tuple[RunManifest | None, str | None]:
+    """(run.json, None), or (None, a warning) when it is unreadable or invalid, or (None, None)."""
     path = run_dir / MANIFEST
     try:
-        data = msgspec.json.decode(path.read_bytes())
+        return decode_manifest(path.read_bytes()), None
     except FileNotFoundError:
         return None, None
-    except (OSError, msgspec.DecodeError) as exc:
-        return None, f"{path}: unreadable run.json ({exc}); analysing the traces without it"
-    if not isinstance(data, dict):
-        return None, f"{path}: run.json is not an object; analysing the traces without it"
-    return data, None
+    except (OSError, ManifestError) as exc:
+        return None, f"{path}: unreadable run.json ({first_line(exc)}); analysing the traces without it"
 
 
 def _trace_dirs(root: Path) -> dict[Path, list[Path]]:
@@ -107,7 +102,7 @@ def discover(paths: Sequence[Path]) -> tuple[list[RunInput], list[str]]:
         manifest, problem = load_manifest(run_dir)
         if problem:
             warnings.append(problem)
-        run_id = str(manifest.get("run_id") or run_dir.name) if manifest else run_dir.name
+        run_id = (manifest.run_id if manifest else "") or run_dir.name
         if run_id in seen:
             seen[run_id] += 1
             unique = f"{run_id}-{seen[run_id]}"

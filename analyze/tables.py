@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from analyze.contract import TABLE_SCHEMAS
+from analyze.contract import TABLE_SCHEMAS, RunManifest
 from analyze.discover import RunInput, discover, sample_id
 from analyze.errors import AnalyzeError
 from analyze.files import write_atomic
@@ -61,40 +61,18 @@ def empty_table(table: str) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in TABLE_SCHEMAS[table].items()})
 
 
-def _get(doc: Mapping[str, Any] | None, *keys: str) -> Any:
-    """``doc[k1][k2]...`` or None when any level is missing or not a mapping."""
-    for key in keys:
-        if not isinstance(doc, Mapping):
-            return None
-        doc = doc.get(key)
-    return doc
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def run_model(manifest: Mapping[str, Any] | None) -> str:
+def run_model(manifest: RunManifest | None) -> str:
     """The model name a manifest records ("" without one)."""
-    return _text(_get(manifest, "model", "name") or _get(manifest, "config", "model"))
-
-
-def _manifest_indices(manifest: Mapping[str, Any] | None) -> dict[str, int]:
-    samples = _get(manifest, "samples")
-    if not isinstance(samples, list):
-        return {}
-    out = {}
-    for s in samples:
-        if isinstance(s, Mapping) and isinstance(s.get("trace"), str) and isinstance(s.get("index"), int):
-            out[s["trace"]] = s["index"]
-    return out
+    if manifest is None:
+        return ""
+    return manifest.model.name or str(manifest.config.get("model") or "")
 
 
 def _tasks(runs: Sequence[RunInput], stage_map: StageMap | None) -> list[TraceTask]:
     tasks = []
     for run in runs:
         model = run_model(run.manifest)
-        indices = _manifest_indices(run.manifest)
+        indices = {s.trace: s.index for s in run.manifest.samples} if run.manifest else {}
         for order, path in enumerate(run.traces):
             tasks.append(
                 TraceTask(
@@ -162,25 +140,26 @@ def _run_row(run: RunInput, read: list[TraceTables], n_skipped: int) -> dict[str
     m = run.manifest
     has_gpu = any(r.has_gpu for r in read)
     gpu_names = [r.gpu_name for r in read if r.gpu_name]
-    device = _get(m, "env", "device") or (("cuda" if has_gpu else "cpu") if read else "")
-    ratio = _get(m, "verification", "overhead", "ratio")
-    identity = _get(m, "verification", "identity", "ok")
-    accounting = _get(m, "verification", "accounting", "ok")
+    env = m.env if m else None
+    ver = m.verification if m else None
+    identity = ver.identity.ok if ver and ver.identity else None
+    accounting = ver.accounting.ok if ver and ver.accounting else None
+    ratio = ver.overhead.ratio if ver and ver.overhead else None
     return {
         "run_id": run.run_id,
         "model": run_model(m),
-        "mode": _text(_get(m, "config", "mode")),
-        "device": _text(device),
-        "gpu_name": _text(_get(m, "env", "gpu_name") or (gpu_names[0] if gpu_names else "")),
-        "torch_version": _text(_get(m, "env", "torch")),
-        "transformers_version": _text(_get(m, "env", "transformers")),
+        "mode": str(m.config.get("mode") or "") if m else "",
+        "device": (env.device if env else "") or (("cuda" if has_gpu else "cpu") if read else ""),
+        "gpu_name": (env.gpu_name if env else None) or (gpu_names[0] if gpu_names else ""),
+        "torch_version": env.torch if env else "",
+        "transformers_version": env.transformers if env else "",
         "n_samples": len(read),
         "n_skipped": n_skipped,
         "trace_dir": str(run.run_dir),
         "has_manifest": m is not None,
-        "identity_ok": identity if isinstance(identity, bool) else pd.NA,
-        "accounting_ok": accounting if isinstance(accounting, bool) else pd.NA,
-        "overhead_ratio": float(ratio) if isinstance(ratio, (int, float)) else float("nan"),
+        "identity_ok": pd.NA if identity is None else identity,
+        "accounting_ok": pd.NA if accounting is None else accounting,
+        "overhead_ratio": float("nan") if ratio is None else float(ratio),
         "has_gpu": has_gpu,
     }
 

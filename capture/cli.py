@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from analyze.cliutil import CONTEXT_SETTINGS, InputError, version_option
+from analyze.contract import RunManifest, SampleOutcome
 from capture.config import CaptureConfig, help_of
 from capture.errors import CaptureError
 from capture.models.registry import MODELS
@@ -35,10 +36,7 @@ def _o(name: str, **kw: Any) -> Any:
 D = CaptureConfig()
 
 
-
-@click.command(
-    epilog=EXAMPLES, context_settings=CONTEXT_SETTINGS
-)
+@click.command(epilog=EXAMPLES, context_settings=CONTEXT_SETTINGS)
 @version_option()
 @_o("model", type=str, default=D.model, metavar="|".join(MODELS))
 @_o("model_path", type=str, default=None)
@@ -76,12 +74,12 @@ def main(resume: Path | None, quiet: bool, **options: Any) -> None:
     except KeyboardInterrupt:
         click.echo("\ninterrupted before the first sample; nothing was captured", err=True)
         sys.exit(130)
-    run_dir = cap.manifest.run_dir
+    run_dir = cap.folder.run_dir
     bar = _progress_bar(cap.n_samples, quiet)
     try:
         result = cap.run(progress=bar.update_sample if bar else None)
     except KeyboardInterrupt:
-        done = sum(s["status"] == "ok" for s in cap.manifest.samples)
+        done = cap.folder.manifest.completed
         click.echo(
             f"\ninterrupted after {done} of {cap.n_samples} samples; "
             f"continue with: capture --resume {run_dir}",
@@ -91,8 +89,8 @@ def main(resume: Path | None, quiet: bool, **options: Any) -> None:
     finally:
         if bar:
             bar.close()
-    _report(cap.manifest.data, run_dir)
-    if result.failed or cap.manifest.data["status"] != "complete":
+    _report(cap.folder.manifest, run_dir)
+    if result.failed or cap.folder.manifest.status != "complete":
         sys.exit(1)
 
 
@@ -106,18 +104,18 @@ class _Bar:
         self.ttft: list[float] = []
         self.tpot: list[float] = []
 
-    def update_sample(self, index: int, outcome: dict[str, Any]) -> None:
-        if outcome.get("ttft_ms") is not None:
-            self.ttft.append(outcome["ttft_ms"])
-        if outcome.get("tpot_ms") is not None:
-            self.tpot.append(outcome["tpot_ms"])
+    def update_sample(self, outcome: SampleOutcome) -> None:
+        if outcome.ttft_ms is not None:
+            self.ttft.append(outcome.ttft_ms)
+        if outcome.tpot_ms is not None:
+            self.tpot.append(outcome.tpot_ms)
         post = {}
         if self.ttft:
             post["ttft_ms"] = f"{sum(self.ttft) / len(self.ttft):.1f}"
         if self.tpot:
             post["tpot_ms"] = f"{sum(self.tpot) / len(self.tpot):.2f}"
-        if outcome["status"] != "ok":
-            post["failed"] = index
+        if outcome.status != "ok":
+            post["failed"] = outcome.index
         self.tqdm.set_postfix(post, refresh=False)
         self.tqdm.update(1)
 
@@ -129,33 +127,24 @@ def _progress_bar(total: int, quiet: bool) -> _Bar | None:
     return None if quiet else _Bar(total)
 
 
-def _report(data: dict[str, Any], run_dir: Path) -> None:
+def _report(manifest: RunManifest, run_dir: Path) -> None:
     """The end-of-run lines: where the traces are and how the checks went."""
-    samples = data["samples"]
-    ok = [s for s in samples if s["status"] == "ok"]
-    click.echo(f"run {data['run_id']}: {len(ok)} of {len(samples)} samples captured -> {run_dir}")
+    samples = manifest.samples
+    click.echo(f"run {manifest.run_id}: {manifest.completed} of {len(samples)} samples captured -> {run_dir}")
     for s in samples:
-        if s["status"] != "ok":
-            click.echo(f"  sample {s['index']} ({s['sample_id']}) failed: {s['error']}")
-    ver = data.get("verification", {})
-    ident, acc, ovh = ver.get("identity", {}), ver.get("accounting", {}), ver.get("overhead", {})
-    if ident.get("ok") is not None:
-        verdict = (
-            "identical"
-            if ident["ok"]
-            else f"DIFFERENT for samples {[m['index'] for m in ident['mismatches']]}"
-        )
+        if s.status != "ok":
+            click.echo(f"  sample {s.index} ({s.sample_id}) failed: {s.error}")
+    ver = manifest.verification
+    ident, acc, ovh = ver.identity, ver.accounting, ver.overhead
+    if ident is not None and ident.ok is not None:
+        verdict = "identical" if ident.ok else f"DIFFERENT for samples {[m.index for m in ident.mismatches]}"
+        click.echo(f"  identity: tokens with labels+profiler vs without: {verdict} (checked {ident.checked})")
+    if acc is not None and acc.ok is not None:
+        verdict = "ok" if acc.ok else f"FAILED for samples {acc.failed}"
+        click.echo(f"  accounting: stages add up to wall time: {verdict} (max error {acc.max_error_ms} ms)")
+    if ovh is not None and ovh.ratio is not None:
         click.echo(
-            f"  identity: tokens with labels+profiler vs without: {verdict} (checked {ident['checked']})"
-        )
-    if acc.get("ok") is not None:
-        verdict = "ok" if acc["ok"] else f"FAILED for samples {acc['failed']}"
-        click.echo(
-            f"  accounting: stages add up to wall time: {verdict} (max error {acc['max_error_ms']} ms)"
-        )
-    if ovh.get("ratio") is not None:
-        click.echo(
-            f"  overhead: profiled/unprofiled generate() = {ovh['ratio']:.3f}x "
-            f"({ovh['profiled_ms']:.1f} vs {ovh['unprofiled_ms']:.1f} ms)"
+            f"  overhead: profiled/unprofiled generate() = {ovh.ratio:.3f}x "
+            f"({ovh.profiled_ms:.1f} vs {ovh.unprofiled_ms:.1f} ms)"
         )
     click.echo(f"next: analyze {run_dir} --html")

@@ -1,4 +1,4 @@
-"""Capture options: one frozen dataclass, saved whole into run.json."""
+"""Capture options: one frozen dataclass, saved whole into run.json and validated on the way back."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
+
+from capture.errors import CaptureError
+
 Mode = Literal["fused", "decoupled"]
+Verify = Literal["first", "all", "none"]
+
+MAX_SEED = 2**32 - 1  # NumPy's SeedSequence and torch.manual_seed both take it
 
 
 def option(default: Any, help: str) -> Any:
@@ -33,7 +40,7 @@ class CaptureConfig:
     max_new_tokens: int = option(16, "Tokens to generate per sample (greedy).")
     min_new_tokens: int = option(0, "Force at least this many tokens (0: stop at EOS).")
     warmup: int = option(1, "Un-recorded generate() runs before the first sample.")
-    verify: Literal["first", "all", "none"] = option(
+    verify: Verify = option(
         "first", "Samples whose tokens are re-generated with labels and profiler off and compared."
     )
     record_shapes: bool = option(False, "Record operator input shapes (larger traces).")
@@ -41,15 +48,40 @@ class CaptureConfig:
     profile_memory: bool = option(False, "Record allocator events.")
     seed: int = option(0, "Seed for tiny-model weights and the synthetic dataset.")
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise CaptureError naming the first option whose value cannot work."""
+        checks = (
+            (self.samples >= 1, "--samples", self.samples, "must be at least 1"),
+            (self.max_new_tokens >= 1, "--max-new-tokens", self.max_new_tokens, "must be at least 1"),
+            (self.min_new_tokens >= 0, "--min-new-tokens", self.min_new_tokens, "must be 0 or more"),
+            (self.warmup >= 0, "--warmup", self.warmup, "must be 0 or more"),
+            (0 <= self.seed <= MAX_SEED, "--seed", self.seed, f"must be between 0 and {MAX_SEED}"),
+        )
+        for ok, flag, value, rule in checks:
+            if not ok:
+                raise CaptureError(f"{flag} {value}: {rule}")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise CaptureError(
+                f"--min-new-tokens {self.min_new_tokens} exceeds --max-new-tokens {self.max_new_tokens}"
+            )
+
     def to_json(self) -> dict[str, Any]:
         """Plain dict for run.json."""
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CaptureConfig:
-        """Rebuild from run.json, ignoring keys this version does not know."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_json(cls, data: object, source: str = "run.json") -> CaptureConfig:
+        """Rebuild from run.json's ``config``, checking every type and choice (unknown keys are
+        ignored: they come from a newer stagetrace). CaptureError names the bad field."""
+        try:
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            raise CaptureError(f"{source}: invalid config: {str(exc).replace('`$.', '`config.')}") from None
+        except CaptureError as exc:
+            raise CaptureError(f"{source}: invalid config: {exc}") from None
 
     @property
     def out_dir(self) -> Path:

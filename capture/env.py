@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import platform
 import socket
-from typing import Any
 
 import torch
 
+from analyze.contract import Environment
 from capture.errors import CaptureError
 
 
@@ -34,19 +34,19 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return _DTYPES[name]
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device) -> Environment:
     """Versions and hardware, so every run says where it came from."""
     import transformers
 
     cuda = device.type == "cuda"
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "device": device.type,
-        "cuda": torch.version.cuda if cuda else None,
-        "gpu_name": torch.cuda.get_device_name(device) if cuda else None,
-        "cpu_threads": torch.get_num_threads(),
-    }
+    return Environment(
+        python=platform.python_version(),
+        platform=platform.platform(),
+        hostname=socket.gethostname(),
+        torch=str(torch.__version__),
+        transformers=transformers.__version__,
+        device=device.type,
+        cuda=torch.version.cuda if cuda else None,
+        gpu_name=torch.cuda.get_device_name(device) if cuda else None,
+        cpu_threads=torch.get_num_threads(),
+    )

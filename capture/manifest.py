@@ -1,94 +1,90 @@
-"""run.json: what a run was asked to do, where it ran, and how each sample went.
+"""A run folder and its run.json (schema: analyze.contract.RunManifest).
 
-Rewritten atomically after every sample, so a killed run leaves a manifest that says exactly
-how far it got and ``--resume`` can continue from it.
+run.json is rewritten atomically after every sample, so a killed run leaves a manifest that
+says exactly how far it got, and ``--resume`` continues from it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 from pathlib import Path
-from typing import Any
 
+import msgspec
+
+from analyze.contract import (
+    MANIFEST_NAME,
+    ManifestError,
+    RunManifest,
+    SampleOutcome,
+    decode_manifest,
+    encode_manifest,
+)
+from analyze.errors import first_line
+from analyze.files import write_bytes_atomic
 from capture.errors import CaptureError
-
-SCHEMA = "stagetrace.run/1"
-MANIFEST = "run.json"
 
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def trace_name(index: int) -> str:
-    """File name of sample ``index``'s trace."""
-    return f"sample-{index:05d}.pt.trace.json.gz"
+class RunFolder:
+    """One run folder: its path and its manifest, saved with :meth:`save`."""
 
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-class RunManifest:
-    """The run.json of one run folder."""
-
-    def __init__(self, run_dir: Path, data: dict[str, Any]) -> None:
-        self.run_dir = run_dir
-        self.data = data
+    def __init__(self, run_dir: Path, manifest: RunManifest) -> None:
+        self.run_dir = Path(run_dir)
+        self.manifest = manifest
 
     @classmethod
-    def create(cls, run_dir: Path, run_id: str, config: dict[str, Any]) -> RunManifest:
-        data = {
-            "schema": SCHEMA,
-            "run_id": run_id,
-            "status": "running",
-            "created": now_iso(),
-            "updated": now_iso(),
-            "config": config,
-            "model": {},
-            "env": {},
-            "samples": [],
-            "verification": {},
-        }
-        return cls(run_dir, data)
+    def create(cls, run_dir: Path, run_id: str, config: dict[str, object]) -> RunFolder:
+        stamp = now_iso()
+        return cls(run_dir, RunManifest(run_id=run_id, created=stamp, updated=stamp, config=config))
 
     @classmethod
-    def load(cls, run_dir: Path) -> RunManifest:
-        path = run_dir / MANIFEST
+    def open(cls, run_dir: Path) -> RunFolder:
+        """Read, migrate and validate ``run_dir/run.json``; CaptureError names the bad field."""
+        path = Path(run_dir) / MANIFEST_NAME
         try:
-            data = json.loads(path.read_text())
+            data = path.read_bytes()
         except FileNotFoundError:
             raise CaptureError(
                 f"{path}: no run.json here; --resume needs a run folder made by capture"
             ) from None
-        except (OSError, ValueError) as exc:
-            raise CaptureError(f"{path}: unreadable run.json ({exc}); start a new run instead") from None
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise CaptureError(f"{path}: not a stagetrace run manifest (schema {SCHEMA} expected)")
-        return cls(run_dir, data)
+        except OSError as exc:
+            raise CaptureError(f"{path}: cannot read run.json ({first_line(exc)})") from None
+        try:
+            manifest = decode_manifest(data)
+        except ManifestError as exc:
+            raise CaptureError(f"{path}: invalid run.json: {exc}; start a new run instead") from None
+        return cls(Path(run_dir), manifest)
 
     @property
-    def samples(self) -> list[dict[str, Any]]:
-        return self.data["samples"]  # type: ignore[no-any-return]
-
-    def sample(self, index: int) -> dict[str, Any] | None:
-        return next((s for s in self.samples if s["index"] == index), None)
+    def samples(self) -> list[SampleOutcome]:
+        return self.manifest.samples
 
     def is_done(self, index: int) -> bool:
         """Captured successfully, with its trace on disk."""
-        s = self.sample(index)
-        return bool(s and s.get("status") == "ok" and (self.run_dir / s["trace"]).exists())
+        s = self.manifest.sample(index)
+        return bool(s and s.status == "ok" and (self.run_dir / s.trace).is_file())
 
-    def record(self, outcome: dict[str, Any]) -> None:
+    def record(self, outcome: SampleOutcome) -> None:
         """Add or replace the outcome of one sample, keeping samples ordered by index."""
-        kept = [s for s in self.samples if s["index"] != outcome["index"]]
-        self.data["samples"] = sorted([*kept, outcome], key=lambda s: s["index"])
+        kept = [s for s in self.samples if s.index != outcome.index]
+        self.manifest.samples = sorted([*kept, outcome], key=lambda s: s.index)
+        self.manifest.completed = sum(s.status == "ok" for s in self.manifest.samples)
 
     def save(self) -> None:
-        self.data["updated"] = now_iso()
-        write_atomic(self.run_dir / MANIFEST, json.dumps(self.data, indent=1).encode())
+        """Rewrite run.json atomically; CaptureError (one line) when the disk refuses."""
+        self.manifest.updated = now_iso()
+        path = self.run_dir / MANIFEST_NAME
+        try:
+            write_bytes_atomic(path, encode_manifest(self.manifest))
+        except OSError as exc:
+            raise CaptureError(
+                f"{path}: cannot write run.json ({first_line(exc)}); the traces and run.json written "
+                f"so far are intact: free space or fix permissions, then capture --resume {self.run_dir}"
+            ) from None
+
+    def to_builtins(self) -> dict[str, object]:
+        """The manifest as plain JSON types (for callers that print or compare it)."""
+        return msgspec.to_builtins(self.manifest)  # type: ignore[no-any-return]

@@ -20,6 +20,9 @@ from typing import Any
 import torch
 
 from analyze import vocabulary as vocab
+from analyze.contract import DatasetInfo, SampleOutcome, Verification, trace_file_name
+from analyze.errors import describe
+from analyze.files import tmp_files
 from capture import verify
 from capture.config import CaptureConfig
 from capture.data.registry import open_dataset
@@ -27,21 +30,19 @@ from capture.data.sample import Dataset
 from capture.env import environment, resolve_device, resolve_dtype
 from capture.errors import CaptureError
 from capture.labels import StageLabeler
-from capture.manifest import RunManifest, trace_name
+from capture.manifest import RunFolder
 from capture.models.base import Inputs, ModelAdapter, ModelSpec
 from capture.models.registry import adapter_class
 from capture.profiling import export_trace, profiled
 
-# Called after every sample with (index, outcome) — the CLI's progress bar.
-Progress = Callable[[int, dict[str, Any]], None]
+# Called after every sample with its outcome — the CLI's progress bar.
+Progress = Callable[[SampleOutcome], None]
 
 
 @dataclass
 class RunResult:
     """What the CLI reports at the end."""
 
-    run_dir: Path
-    manifest: RunManifest
     failed: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
 
@@ -65,9 +66,9 @@ def new_run_dir(cfg: CaptureConfig) -> tuple[Path, str]:
 class Capture:
     """A model, a dataset and a run folder; ``run()`` captures every sample not yet done."""
 
-    def __init__(self, cfg: CaptureConfig, manifest: RunManifest, adapter: ModelAdapter, dataset: Dataset):
+    def __init__(self, cfg: CaptureConfig, folder: RunFolder, adapter: ModelAdapter, dataset: Dataset):
         self.cfg = cfg
-        self.manifest = manifest
+        self.folder = folder
         self.adapter = adapter
         self.dataset = dataset
         self.labeler = StageLabeler(adapter)
@@ -77,19 +78,11 @@ class Capture:
     def prepare(cls, cfg: CaptureConfig, resume: Path | None = None) -> Capture:
         """Validate options, build the model and dataset, and create (or reopen) the run folder."""
         if resume is not None:
-            manifest = RunManifest.load(resume)
-            cfg = CaptureConfig.from_json(manifest.data["config"])
-            for stale in resume.glob(".*.tmp-*"):  # left by a killed process mid-write
+            folder = RunFolder.open(resume)
+            cfg = CaptureConfig.from_json(folder.manifest.config, str(resume / "run.json"))
+            for stale in tmp_files(resume):  # left by a killed process mid-write
                 stale.unlink()
         adapter_class(cfg.model)  # unknown names fail before anything is loaded
-        if cfg.samples < 1:
-            raise CaptureError(f"--samples {cfg.samples}: must be at least 1")
-        if cfg.max_new_tokens < 1:
-            raise CaptureError(f"--max-new-tokens {cfg.max_new_tokens}: must be at least 1")
-        if cfg.min_new_tokens > cfg.max_new_tokens:
-            raise CaptureError(
-                f"--min-new-tokens {cfg.min_new_tokens} exceeds --max-new-tokens {cfg.max_new_tokens}"
-            )
         device = resolve_device(cfg.device)
         dtype = resolve_dtype(cfg.dtype, device)
         dataset = open_dataset(
@@ -101,13 +94,14 @@ class Capture:
         adapter = adapter_class(cfg.model).build(spec)
         if resume is None:
             run_dir, run_id = new_run_dir(cfg)
-            manifest = RunManifest.create(run_dir, run_id, cfg.to_json())
-        manifest.data["model"] = adapter.describe()
-        manifest.data["env"] = environment(device)
-        manifest.data["dtype"] = str(dtype).removeprefix("torch.")
-        manifest.data["dataset"] = {"name": dataset.name, "size": len(dataset)}
-        manifest.save()
-        return cls(cfg, manifest, adapter, dataset)
+            folder = RunFolder.create(run_dir, run_id, cfg.to_json())
+        manifest = folder.manifest
+        manifest.model = adapter.describe()
+        manifest.env = environment(device)
+        manifest.dtype = str(dtype).removeprefix("torch.")
+        manifest.dataset = DatasetInfo(name=dataset.name, size=len(dataset))
+        folder.save()
+        return cls(cfg, folder, adapter, dataset)
 
     @property
     def n_samples(self) -> int:
@@ -154,10 +148,10 @@ class Capture:
         ids = self._generate(self._inputs(index, timings, labelled=False), timings, labelled=False)
         return ids, timings
 
-    def run_profiled(self, index: int) -> dict[str, Any]:
+    def run_profiled(self, index: int) -> SampleOutcome:
         """Sample ``index`` under the profiler with every label; returns its manifest outcome."""
         timings: dict[str, float] = {}
-        trace = self.manifest.run_dir / trace_name(index)
+        trace = self.folder.run_dir / trace_file_name(index)
         self.labeler.attach()
         t0 = time.perf_counter()
         try:
@@ -167,16 +161,21 @@ class Capture:
             self.labeler.detach()
         timings["total"] = (time.perf_counter() - t0) * 1e3
         export_trace(prof, trace)
-        return {
-            "index": index,
-            "sample_id": self.dataset.sample_id(index),
-            "trace": trace.name,
-            "status": "ok",
-            "error": None,
-            "token_ids": ids,
-            "text": self.adapter.decode(ids),
-            "wall_ms": {k: round(v, 3) for k, v in timings.items()},
-        }
+        return SampleOutcome(
+            index=index,
+            sample_id=self.dataset.sample_id(index),
+            trace=trace.name,
+            status="ok",
+            token_ids=ids,
+            text=self.adapter.decode(ids),
+            wall_ms={k: round(v, 3) for k, v in timings.items()},
+            **self._where(),
+        )
+
+    def _where(self) -> dict[str, Any]:
+        """Where a sample ran: host, rank and device (for run.json)."""
+        env = self.folder.manifest.env
+        return {"host": env.hostname, "rank": 0, "device": env.device}
 
     # -- the run ----------------------------------------------------------------------------
     def warmup(self) -> None:
@@ -191,34 +190,32 @@ class Capture:
 
     def run(self, progress: Progress | None = None) -> RunResult:
         """Capture every sample not already done, then verify; Ctrl-C leaves a resumable run."""
-        result = RunResult(self.manifest.run_dir, self.manifest)
-        data = self.manifest.data
+        result = RunResult()
+        folder, manifest = self.folder, self.folder.manifest
         try:
             with torch.no_grad():
                 self.warmup()
                 for index in range(self.n_samples):
-                    if self.manifest.is_done(index):
+                    if folder.is_done(index):
                         result.skipped.append(index)
                         continue
                     outcome = self._capture_one(index)
-                    if outcome["status"] != "ok":
+                    if outcome.status != "ok":
                         result.failed.append(index)
-                    self.manifest.record(outcome)
-                    data["completed"] = sum(s["status"] == "ok" for s in self.manifest.samples)
-                    self.manifest.save()
+                    folder.record(outcome)
+                    folder.save()
                     if progress:
-                        progress(index, outcome)
-                data["verification"] = self._verify()
+                        progress(outcome)
+                manifest.verification = self._verify()
         except KeyboardInterrupt:
-            data["status"] = "interrupted"
-            self.manifest.save()
+            manifest.status = "interrupted"
+            folder.save()
             raise
-        failed_checks = [k for k, v in data["verification"].items() if v.get("ok") is False]
-        data["status"] = "failed" if result.failed or failed_checks else "complete"
-        self.manifest.save()
+        manifest.status = "failed" if result.failed or manifest.verification.failed() else "complete"
+        folder.save()
         return result
 
-    def _capture_one(self, index: int) -> dict[str, Any]:
+    def _capture_one(self, index: int) -> SampleOutcome:
         try:
             outcome = self.run_profiled(index)
         except KeyboardInterrupt:
@@ -226,34 +223,35 @@ class Capture:
         except Exception as exc:  # one bad sample must not end the run
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            return {
-                "index": index,
-                "sample_id": _safe_sample_id(self.dataset, index),
-                "trace": trace_name(index),
-                "status": "error",
-                "error": f"{type(exc).__name__}: {msg}",
-            }
-        outcome.update(
-            verify.trace_summary(self.manifest.run_dir / outcome["trace"], len(outcome["token_ids"]))
+            return SampleOutcome(
+                index=index,
+                sample_id=_safe_sample_id(self.dataset, index),
+                trace=trace_file_name(index),
+                status="error",
+                error=describe(exc),
+                **self._where(),
+            )
+        outcome.ttft_ms, outcome.tpot_ms, outcome.accounting = verify.trace_summary(
+            self.folder.run_dir / outcome.trace, len(outcome.token_ids)
         )
         return outcome
 
-    def _verify(self) -> dict[str, Any]:
-        done = [s["index"] for s in self.manifest.samples if s["status"] == "ok"]
-        checked = self.verify_indices(done)
+    def _verify(self) -> Verification:
+        by_index = {s.index: s for s in self.folder.samples if s.status == "ok"}
+        checked = self.verify_indices(sorted(by_index))
         reference = {i: self.run_plain(i) for i in checked}
-        by_index = {s["index"]: s for s in self.manifest.samples}
-        return {
-            "identity": verify.identity(
-                {i: by_index[i]["token_ids"] for i in checked}, {i: r[0] for i, r in reference.items()}
+        return Verification(
+            identity=verify.identity(
+                {i: by_index[i].token_ids for i in checked}, {i: r[0] for i, r in reference.items()}
             ),
-            "accounting": verify.accounting([by_index[i] for i in done]),
-            "overhead": verify.overhead(
-                [by_index[i]["wall_ms"]["generate"] for i in checked],
+            accounting=verify.accounting(
+                {i: s.accounting for i, s in by_index.items() if s.accounting is not None}
+            ),
+            overhead=verify.overhead(
+                [by_index[i].wall_ms["generate"] for i in checked],
                 [r[1]["generate"] for r in reference.values()],
             ),
-        }
+        )
 
 
 def _safe_sample_id(dataset: Dataset, index: int) -> str:

@@ -1,89 +1,84 @@
 """The checks capture reports in run.json: identical outputs, complete accounting, overhead.
 
-1. identity: greedy token ids with labels and profiler on equal those with both off;
+1. identity: token ids with labels and profiler on equal those with both off;
 2. accounting: in each exported trace the labels nest, every step of generate() has its label,
-   and the stages' self times add up to the sample's wall time (analyzed exactly as
+   and the stages' self times add up to the sample's wall time (analysed exactly as
    ``analyze`` would);
 3. overhead: profiled vs unprofiled generate() wall time on the verified samples.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
-from typing import Any
 
+from analyze.contract import AccountingCheck, IdentityCheck, Mismatch, OverheadCheck, SampleAccounting
 from analyze.tables import analyze_paths
 
 # Self times are sums of microsecond-resolution spans: allow rounding, nothing more.
 ACCOUNTING_TOLERANCE_MS = 0.01
 
 
-def trace_summary(trace: Path, n_tokens: int) -> dict[str, Any]:
-    """TTFT, TPOT and the accounting verdict of one exported trace."""
+def trace_summary(trace: Path, n_tokens: int) -> tuple[float | None, float | None, SampleAccounting]:
+    """(TTFT ms, TPOT ms, accounting verdict) of one exported trace."""
     tables, _warnings = analyze_paths([trace])
     sample = tables.samples.iloc[0]
     self_sum_ms = float(tables.stages["host_self_ms"].sum())
     total_ms = float(sample["total_ms"])
     steps = int(sample["tokens"])
     error_ms = abs(self_sum_ms - total_ms)
-    return {
-        "ttft_ms": _num(sample["ttft_ms"]),
-        "tpot_ms": _num(sample["tpot_ms"]),
-        "accounting": {
-            "ok": bool(error_ms <= ACCOUNTING_TOLERANCE_MS and steps == n_tokens),
-            "total_ms": round(total_ms, 3),
-            "stage_self_sum_ms": round(self_sum_ms, 3),
-            "error_ms": round(error_ms, 4),
-            "steps_labelled": steps,
-            "tokens": n_tokens,
-        },
-    }
+    verdict = SampleAccounting(
+        ok=bool(error_ms <= ACCOUNTING_TOLERANCE_MS and steps == n_tokens),
+        total_ms=round(total_ms, 3),
+        stage_self_sum_ms=round(self_sum_ms, 3),
+        error_ms=round(error_ms, 4),
+        steps_labelled=steps,
+        tokens=n_tokens,
+    )
+    return _num(sample["ttft_ms"]), _num(sample["tpot_ms"]), verdict
 
 
-def identity(profiled: dict[int, list[int]], plain: dict[int, list[int]]) -> dict[str, Any]:
+def identity(profiled: dict[int, list[int]], plain: dict[int, list[int]]) -> IdentityCheck:
     """Compare token ids sample by sample; ``ok`` is None when nothing was checked."""
     mismatches = [
-        {"index": i, "first_difference": _first_difference(profiled[i], plain[i])}
+        Mismatch(index=i, first_difference=_first_difference(profiled[i], plain[i]))
         for i in sorted(profiled)
         if profiled[i] != plain[i]
     ]
-    return {
-        "ok": (not mismatches) if profiled else None,
-        "checked": sorted(profiled),
-        "mismatches": mismatches,
-    }
+    return IdentityCheck(
+        ok=(not mismatches) if profiled else None, checked=sorted(profiled), mismatches=mismatches
+    )
 
 
-def accounting(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Every captured sample's accounting verdict, folded into one."""
-    verdicts = [o["accounting"] for o in outcomes if "accounting" in o]
-    bad = [o["index"] for o in outcomes if "accounting" in o and not o["accounting"]["ok"]]
-    return {
-        "ok": (not bad) if verdicts else None,
-        "checked": len(verdicts),
-        "failed": bad,
-        "max_error_ms": max((v["error_ms"] for v in verdicts), default=None),
-    }
+def accounting(verdicts: dict[int, SampleAccounting]) -> AccountingCheck:
+    """Every captured sample's accounting verdict (by sample index), folded into one."""
+    bad = [i for i, v in sorted(verdicts.items()) if not v.ok]
+    return AccountingCheck(
+        ok=(not bad) if verdicts else None,
+        checked=len(verdicts),
+        failed=bad,
+        max_error_ms=max((v.error_ms for v in verdicts.values()), default=None),
+    )
 
 
-def overhead(profiled_ms: list[float], plain_ms: list[float]) -> dict[str, Any]:
+def overhead(profiled_ms: list[float], plain_ms: list[float]) -> OverheadCheck:
     """Median profiled / median unprofiled generate() wall time."""
     if not profiled_ms or not plain_ms:
-        return {"ratio": None, "samples": 0}
+        return OverheadCheck()
     p, u = statistics.median(profiled_ms), statistics.median(plain_ms)
-    return {
-        "profiled_ms": round(p, 3),
-        "unprofiled_ms": round(u, 3),
-        "ratio": round(p / u, 4) if u > 0 else None,
-        "samples": len(profiled_ms),
-    }
+    return OverheadCheck(
+        ratio=round(p / u, 4) if u > 0 else None,
+        samples=len(profiled_ms),
+        profiled_ms=round(p, 3),
+        unprofiled_ms=round(u, 3),
+    )
 
 
 def _first_difference(a: list[int], b: list[int]) -> int:
     return next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
-def _num(x: Any) -> float | None:
-    x = float(x)
-    return None if x != x else round(x, 4)
+def _num(x: object) -> float | None:
+    value = float(x)  # type: ignore[arg-type]
+    return None if math.isnan(value) else round(value, 4)

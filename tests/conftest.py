@@ -27,7 +27,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
             )
             cap = Capture.prepare(cfg)
             cap.run()
-            cache[key] = cap.manifest.run_dir
+            cache[key] = cap.folder.run_dir
         return cache[key]
 
     return make

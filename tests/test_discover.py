@@ -27,7 +27,7 @@ def test_folder_of_run_folders(tmp_path: Path) -> None:
     assert warnings == []
     assert [r.run_id for r in runs] == ["run-from-manifest", "b"]
     assert [len(r.traces) for r in runs] == [2, 1]
-    assert runs[0].manifest is not None and runs[0].manifest["config"]["model"] == "tiny-llava"
+    assert runs[0].manifest is not None and runs[0].manifest.config["model"] == "tiny-llava"
     assert runs[1].manifest is None
     assert runs[0].traces[0].name == "sample-00000.pt.trace.json.gz"
 

@@ -76,9 +76,10 @@ def test_identity_check_fails_when_a_hook_changes_the_output(tmp_path: Path, mon
     monkeypatch.setattr(StageLabeler, "attach", attach_and_tamper)
     cap = Capture.prepare(_cfg(tmp_path, samples=1))
     cap.run()
-    ident = cap.manifest.data["verification"]["identity"]
-    assert ident["ok"] is False and ident["mismatches"][0]["index"] == 0
-    assert cap.manifest.data["status"] == "failed"
+    ident = cap.folder.manifest.verification.identity
+    assert ident.ok is False and ident.mismatches[0].index == 0
+    assert cap.folder.manifest.status == "failed"
+    assert _manifest(cap.folder.run_dir)["verification"]["identity"]["ok"] is False
 
 
 def test_an_exception_in_one_sample_is_recorded_and_the_run_goes_on(tmp_path: Path, monkeypatch) -> None:
@@ -92,12 +93,12 @@ def test_an_exception_in_one_sample_is_recorded_and_the_run_goes_on(tmp_path: Pa
 
     monkeypatch.setattr(cap.adapter, "prepare", flaky)
     result = cap.run()
-    data = _manifest(result.run_dir)
+    data = _manifest(cap.folder.run_dir)
     assert result.failed == [1]
     assert [s["status"] for s in data["samples"]] == ["ok", "error", "ok"]
     assert data["samples"][1]["error"].startswith("OutOfMemoryError: CUDA out of memory")
     assert data["status"] == "failed"
-    assert not (result.run_dir / "sample-00001.pt.trace.json.gz").exists()
+    assert not (cap.folder.run_dir / "sample-00001.pt.trace.json.gz").exists()
 
 
 def test_ctrl_c_keeps_whole_files_and_resume_finishes_without_redoing(tmp_path: Path, monkeypatch) -> None:
@@ -112,7 +113,7 @@ def test_ctrl_c_keeps_whole_files_and_resume_finishes_without_redoing(tmp_path: 
     monkeypatch.setattr(cap.dataset, "load", interrupt_at_two)
     with pytest.raises(KeyboardInterrupt):
         cap.run()
-    run_dir = cap.manifest.run_dir
+    run_dir = cap.folder.run_dir
     data = _manifest(run_dir)
     assert data["status"] == "interrupted" and data["completed"] == 2
     assert sorted(p.name for p in run_dir.iterdir()) == [
@@ -166,5 +167,5 @@ def test_resume_after_the_process_is_killed(tmp_path: Path) -> None:
     resumed = Capture.prepare(CaptureConfig(), resume=run_dir)
     result = resumed.run()
     assert set(result.skipped) == done
-    assert resumed.manifest.data["status"] == "complete"
+    assert resumed.folder.manifest.status == "complete"
     assert len(list(run_dir.glob("sample-*.pt.trace.json.gz"))) == 10

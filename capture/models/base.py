@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from analyze.contract import ModelInfo
 from capture.data.sample import Modality, RawSample
 
 Inputs = dict[str, Any]
@@ -85,13 +86,12 @@ class ModelAdapter(ABC):
     def decode(self, token_ids: list[int]) -> str:
         """Token ids to text."""
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ModelInfo:
         """Facts for run.json: class, parameter count, weights source."""
-        n_params = sum(p.numel() for p in self.model.parameters())
-        return {
-            "name": self.spec.name,
-            "class": type(self.model).__name__,
-            "parameters": n_params,
-            "weights": self.weights_source,
-            "modality": self.modality,
-        }
+        return ModelInfo(
+            name=self.spec.name,
+            class_name=type(self.model).__name__,
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            weights=self.weights_source,
+            modality=self.modality,
+        )
