@@ -37,7 +37,8 @@ class Attribution:
     trace, ``name``, ``stage`` (None when it is no label), ``thread``, ``start_us``, ``end_us``).
     Host ops (host events that are not labels) and device events are given by their indices
     into the trace and a stage code into ``stage_names``. ``self_us`` maps each stage to its host
-    self time on ``main_thread`` inside ``window_us``; the values add up to the window length.
+    self time on the sample's main thread inside ``window_us``; the values add up to the window
+    length.
     """
 
     stage_names: tuple[str, ...]
@@ -48,7 +49,6 @@ class Attribution:
     dev_stage: np.ndarray
     dev_launch_thread: np.ndarray  # -1: no launcher found
     dev_launch_ts_us: np.ndarray  # NaN: no launcher found
-    main_thread: int
     window_us: tuple[float, float]
     sample_index: int | None
     self_us: dict[str, float]
@@ -253,7 +253,6 @@ def attribute(trace: Trace, stage_map: StageMap | None = None) -> Attribution:
         dev_stage=dev_stage,
         dev_launch_thread=dev_thread,
         dev_launch_ts_us=dev_ts,
-        main_thread=main,
         window_us=window,
         sample_index=sample_index,
         self_us=self_us,

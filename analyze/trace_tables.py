@@ -18,8 +18,6 @@ from analyze.parse import (
     CPU_OP,
     CUDA_DRIVER,
     CUDA_RUNTIME,
-    GPU_MEMCPY,
-    GPU_MEMSET,
     KERNEL,
     USER_ANNOTATION,
     Trace,
@@ -30,7 +28,6 @@ from analyze.tokens import generate_span_us, token_steps
 
 # Host event kinds listed in the ops table (stage labels themselves are left out).
 HOST_OP_KINDS = (CPU_OP, CUDA_RUNTIME, CUDA_DRIVER, USER_ANNOTATION)
-DEVICE_KINDS = (KERNEL, GPU_MEMCPY, GPU_MEMSET)
 # Stages that exist only as residuals: their host_ms is their self time.
 RESIDUAL_STAGES = (voc.OTHER, voc.UNLABELLED, voc.UNATTRIBUTED)
 

@@ -57,7 +57,6 @@ from capture.config import CaptureConfig, option  # noqa: E402
 from capture.data.registry import open_dataset  # noqa: E402
 from capture.env import resolve_device, resolve_dtype  # noqa: E402
 from capture.labels import StageLabeler  # noqa: E402
-from capture.models import hf  # noqa: E402
 from capture.models.base import Inputs, ModelSpec  # noqa: E402
 from capture.models.llava import LlavaAdapter  # noqa: E402
 from capture.models.tiny import build_tiny_tokenizer, seeded  # noqa: E402
@@ -168,12 +167,8 @@ class RunTiming:
 
 def _generate(adapter: LlavaAdapter, inputs: Inputs, clock: TokenClock, tokens: int) -> list[int]:
     """capture's greedy generate(), plus the token clock."""
-    return hf.greedy_generate(
-        adapter.model,
-        inputs,
-        max_new_tokens=tokens,
-        min_new_tokens=tokens,
-        logits_processor=LogitsProcessorList([clock]),
+    return adapter.generate(
+        inputs, max_new_tokens=tokens, min_new_tokens=tokens, logits_processor=LogitsProcessorList([clock])
     )
 
 

@@ -8,7 +8,7 @@ model runs exactly as it would without stagetrace.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -111,14 +111,14 @@ class StageLabeler:
         self.step += 1
 
 
-def _opener(labeler: StageLabeler, name: str):  # type: ignore[no-untyped-def]
+def _opener(labeler: StageLabeler, name: str) -> Callable[[nn.Module, Any], None]:
     def hook(module: nn.Module, args: Any) -> None:
         labeler.open(name)
 
     return hook
 
 
-def _closer(labeler: StageLabeler, name: str):  # type: ignore[no-untyped-def]
+def _closer(labeler: StageLabeler, name: str) -> Callable[[nn.Module, Any, Any], None]:
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         labeler.close(name)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from analyze.files import write_atomic
 from capture.config import CaptureConfig
 
 
@@ -62,9 +63,4 @@ def export_trace(prof: profile, path: Path) -> None:
     The temporary name ends in ``.gz`` (torch gzips by suffix) but not ``.json.gz``, so
     analyze never mistakes a half-written file for a trace.
     """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.gz")
-    try:
-        prof.export_chrome_trace(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: prof.export_chrome_trace(str(tmp)), suffix=".gz")

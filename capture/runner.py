@@ -66,7 +66,9 @@ def new_run_dir(cfg: CaptureConfig) -> tuple[Path, str]:
 class Capture:
     """A model, a dataset and a run folder; ``run()`` captures every sample not yet done."""
 
-    def __init__(self, cfg: CaptureConfig, folder: RunFolder, adapter: ModelAdapter, dataset: Dataset):
+    def __init__(
+        self, cfg: CaptureConfig, folder: RunFolder, adapter: ModelAdapter, dataset: Dataset
+    ) -> None:
         self.cfg = cfg
         self.folder = folder
         self.adapter = adapter

@@ -91,7 +91,9 @@ def test_migrate_leaves_its_input_alone_and_keeps_fields_that_are_already_there(
 
 
 def test_a_fresh_manifest_round_trips_and_reports_failed_checks() -> None:
-    m = RunManifest(run_id="r", samples=[SampleOutcome(index=3, sample_id="s", trace=trace_file_name(3), status="ok")])
+    m = RunManifest(
+        run_id="r", samples=[SampleOutcome(index=3, sample_id="s", trace=trace_file_name(3), status="ok")]
+    )
     assert m.sample(3).trace == "sample-00003.pt.trace.json.gz" and m.sample(4) is None
     m.verification = msgspec.convert({"identity": {"ok": False}, "accounting": {"ok": True}}, Verification)
     assert m.verification.failed() == ["identity"]

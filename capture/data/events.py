@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from analyze.errors import first_line
+from analyze.files import write_bytes_atomic
 from capture.data.sample import EVENT_DTYPE
 from capture.errors import CaptureError
 
@@ -112,8 +114,9 @@ def load_event_file(path: Path) -> np.ndarray:
         zipfile.BadZipFile,
     ) as exc:
         # A malformed file or pickle (allowed callables given bad arguments, absurd shapes).
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CaptureError(f"{source}: unreadable event file ({reason}): truncated or not NumPy") from None
+        raise CaptureError(
+            f"{source}: unreadable event file ({first_line(exc)}): truncated or not NumPy"
+        ) from None
     return events_from_arrays(fields, source)
 
 
@@ -300,6 +303,4 @@ def save_eventgpt_npy(path: Path, events: np.ndarray) -> None:
     payload = {name: np.ascontiguousarray(events[name]) for name in EVENT_FIELDS}
     buffer = io.BytesIO()
     np.save(buffer, np.array(payload, dtype=object), allow_pickle=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
+    write_bytes_atomic(path, buffer.getvalue())

@@ -14,13 +14,13 @@ independent of which other samples were generated.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from analyze.files import write_atomic, write_text_atomic
 from capture.data.events import save_eventgpt_npy
 from capture.data.folder import EVENT_DIR, EVENT_PLACEHOLDER, VIDEO_DIR
 from capture.data.sample import DEFAULT_PROMPT, DSEC_HEIGHT, DSEC_WIDTH, EVENT_DTYPE, Modality, RawSample
@@ -239,10 +239,10 @@ def write_synthetic_folder(root: Path, n_samples: int, seed: int = 0) -> Path:
         frame_dir = root / VIDEO_DIR / SYNTHETIC_SEQUENCE / clip
         frame_dir.mkdir(parents=True, exist_ok=True)
         for k, frame in enumerate(frames):
-            target = frame_dir / f"{k:06d}.png"
-            tmp = target.with_name(f".{target.name}.tmp")
-            Image.fromarray(frame).save(tmp, format="PNG", compress_level=1)
-            os.replace(tmp, target)
+            write_atomic(
+                frame_dir / f"{k:06d}.png",
+                lambda tmp, frame=frame: Image.fromarray(frame).save(tmp, format="PNG", compress_level=1),
+            )
         entries.append(
             {
                 "id": dataset.sample_id(index),
@@ -253,8 +253,5 @@ def write_synthetic_folder(root: Path, n_samples: int, seed: int = 0) -> Path:
                 ],
             }
         )
-    target = root / INSTRUCTIONS_FILE
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(entries, indent=1), encoding="utf-8")
-    os.replace(tmp, target)
+    write_text_atomic(root / INSTRUCTIONS_FILE, json.dumps(entries, indent=1))
     return root

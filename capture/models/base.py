@@ -16,6 +16,7 @@ from torch import nn
 
 from analyze.contract import ModelInfo
 from capture.data.sample import Modality, RawSample
+from capture.models.hf import greedy_generate
 
 Inputs = dict[str, Any]
 
@@ -79,8 +80,23 @@ class ModelAdapter(ABC):
         carry its features instead of pixels, so generate() encodes nothing again."""
 
     @abstractmethod
-    def generate(self, inputs: Inputs, *, max_new_tokens: int, min_new_tokens: int) -> list[int]:
-        """Greedy-decode with the model's ordinary ``generate()``; return the new token ids."""
+    def echoed_prompt_length(self, inputs: Inputs) -> int:
+        """How many leading ids of ``model.generate(**inputs)``'s output repeat the prompt."""
+
+    def generate(
+        self, inputs: Inputs, *, max_new_tokens: int, min_new_tokens: int, **extra: Any
+    ) -> list[int]:
+        """Greedy-decode with the model's ordinary ``generate()``; return the new token ids.
+
+        ``extra`` goes to generate() (the capture benchmark passes a token clock)."""
+        return greedy_generate(
+            self.model,
+            inputs,
+            echoed=self.echoed_prompt_length(inputs),
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            **extra,
+        )
 
     @abstractmethod
     def decode(self, token_ids: list[int]) -> str:

@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 import torch
 from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, PreTrainedTokenizerBase
 
+from analyze.errors import first_line
 from capture.data.events import EVENTGPT_N_CHUNKS, check_events, render_event_frames
 from capture.data.sample import Modality, RawSample
 from capture.errors import CaptureError
 from capture.models.base import Inputs, ModelAdapter, ModelSpec, VisionParts
 from capture.models.eventgpt_model import (
-    DEFAULT_CUDA_DTYPE,
     EventGPTForCausalLM,
     build_eventgpt,
     load_checkpoint,
@@ -30,7 +30,6 @@ from capture.models.eventgpt_model import (
 from capture.models.tiny import build_tiny_tokenizer, seeded
 
 __all__ = [
-    "DEFAULT_CUDA_DTYPE",
     "EventGPTAdapter",
     "build_prompt",
     "build_tiny_eventgpt",
@@ -43,7 +42,6 @@ VICUNA_V1_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
-IMAGE_SIZE = 336
 TINY_IMAGE_SIZE = 28
 
 TINY_VISION = {
@@ -128,10 +126,9 @@ def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:  # transformers raises many types here
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CaptureError(
-            f"cannot load the tokenizer in EventGPT checkpoint {folder} ({reason}); it needs tokenizer.json, "
-            "or tokenizer.model with the sentencepiece and protobuf packages installed"
+            f"cannot load the tokenizer in EventGPT checkpoint {folder} ({first_line(exc)}); "
+            "it needs tokenizer.json, or tokenizer.model (with sentencepiece and protobuf installed)"
         ) from None
 
 
@@ -154,6 +151,8 @@ class EventGPTAdapter(ModelAdapter):
         self.tokenizer = tokenizer
         self.image_processor = clip_image_processor(image_size)
         self.weights_source = weights_source
+        pad = tokenizer.pad_token_id
+        model.generation_config.pad_token_id = pad if pad is not None else tokenizer.eos_token_id
 
     @classmethod
     def build(cls, spec: ModelSpec) -> EventGPTAdapter:
@@ -223,16 +222,9 @@ class EventGPTAdapter(ModelAdapter):
             out["event_features"] = self.model.encode_events(inputs["event_pixel_values"])
         return out
 
-    def generate(self, inputs: Inputs, *, max_new_tokens: int, min_new_tokens: int) -> list[int]:
-        pad = self.tokenizer.pad_token_id
-        out = self.model.generate(
-            **inputs,
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
-            pad_token_id=pad if pad is not None else self.tokenizer.eos_token_id,
-        )
-        return [int(t) for t in out[0].tolist()]
+    def echoed_prompt_length(self, inputs: Inputs) -> int:
+        """None: EventGPT's generate() hands the prompt to the HF loop as embeddings."""
+        return 0
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()

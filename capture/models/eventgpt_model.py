@@ -18,9 +18,7 @@ official inference code does (it passes the 5 frames as a list).
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,13 +30,12 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, LlamaModel
 
+from analyze.errors import first_line
+from analyze.files import write_atomic, write_text_atomic
 from capture.errors import CaptureError
 
 EVENT_TOKEN_INDEX = -200
 """The placeholder id the official tokenization inserts where ``<event>`` stood."""
-
-DEFAULT_CUDA_DTYPE = torch.bfloat16
-"""EventGPT's released weights and inference code use bfloat16 on CUDA."""
 
 WEIGHTS_FILE = "model.safetensors"
 """File name of the weights written by :func:`save_checkpoint`."""
@@ -304,9 +301,9 @@ def read_checkpoint_config(folder: Path) -> tuple[LlamaConfig, CLIPVisionConfig]
     try:
         raw: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CaptureError(
-            f"cannot read {path} ({reason}); pass --model-path DIR with an EventGPT checkpoint folder"
+            f"cannot read {path} ({first_line(exc)}); "
+            "pass --model-path DIR with an EventGPT checkpoint folder"
         ) from None
     vision = raw.pop("vision_config", None)
     vision_config = CLIPVisionConfig(**vision) if vision else clip_vit_l14_336_config()
@@ -373,18 +370,6 @@ def save_checkpoint(model: EventGPTForCausalLM, folder: str | Path) -> Path:
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if model.config.tie_word_embeddings:
         tensors.pop("lm_head.weight", None)
-    _atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    text = json.dumps(config, indent=2, default=str)
-    _atomic_write(folder / "config.json", lambda p: Path(p).write_text(text))
+    write_atomic(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    write_text_atomic(folder / "config.json", json.dumps(config, indent=2, default=str))
     return folder
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -48,13 +48,26 @@ def supports_mm_encoder_outputs(model: nn.Module) -> bool:
     return "mm_encoder_outputs" in inspect.signature(model.forward).parameters
 
 
+def inner_model(model: nn.Module) -> nn.Module:
+    """The module that holds the vision tower and projector: ``model.model`` since transformers
+    4.52 (LlavaModel, VideoLlavaModel), the top-level model before."""
+    return model.model if hasattr(model, "model") else model
+
+
 def greedy_generate(
-    model: Any, inputs: dict[str, Any], *, max_new_tokens: int, min_new_tokens: int, **extra: Any
+    model: Any,
+    inputs: dict[str, Any],
+    *,
+    echoed: int,
+    max_new_tokens: int,
+    min_new_tokens: int,
+    **extra: Any,
 ) -> list[int]:
     """The model's ordinary ``generate()``, greedy; returns only the new token ids.
 
-    ``extra`` goes to generate() as is (the capture benchmark passes a logits processor that
-    timestamps each token).
+    ``echoed`` is how many leading ids of generate()'s output repeat the prompt (the adapter
+    knows: the HF loop echoes ``input_ids`` but not ``inputs_embeds``). ``extra`` goes to
+    generate() as is (the capture benchmark passes a logits processor that timestamps tokens).
     """
     out = model.generate(
         **inputs,
@@ -67,10 +80,7 @@ def greedy_generate(
         top_k=None,
         **extra,
     )
-    ids = out[0]
-    if "input_ids" in inputs:  # generate() echoes the prompt unless it was given embeddings only
-        ids = ids[inputs["input_ids"].shape[1] :]
-    return [int(t) for t in ids.tolist()]
+    return [int(t) for t in out[0, echoed:].tolist()]
 
 
 def scatter_features(

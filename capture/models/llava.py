@@ -81,7 +81,9 @@ class _LlavaFamily(ModelAdapter):
     placeholder: ClassVar[str]
     pixel_key: ClassVar[str]
 
-    def __init__(self, spec: ModelSpec, model: nn.Module, tokenizer: Any, image_processor: Any, source: str):
+    def __init__(
+        self, spec: ModelSpec, model: nn.Module, tokenizer: Any, image_processor: Any, source: str
+    ) -> None:
         self.spec = spec
         self.model = model.to(spec.device).eval()
         self.tokenizer = tokenizer
@@ -109,9 +111,21 @@ class _LlavaFamily(ModelAdapter):
         proc = hf.load_pretrained(AutoImageProcessor, spec.name, source)
         return cls(spec, model, tok, proc, source)
 
+    config_cls: ClassVar[type]
+    # Config fields naming the placeholder tokens: field -> token.
+    token_fields: ClassVar[dict[str, str]]
+
     @classmethod
     def tiny_config(cls, tok: Any) -> Any:
-        raise NotImplementedError
+        """The family's config at toy size, placeholder ids taken from the tiny tokenizer."""
+        return cls.config_cls(
+            vision_config=_tiny_vision_config(),
+            text_config=_tiny_text_config(len(tok), tok),
+            vision_feature_layer=-2,
+            vision_feature_select_strategy="default",
+            projector_hidden_act="gelu",
+            **{field: int(tok.convert_tokens_to_ids(token)) for field, token in cls.token_fields.items()},
+        )
 
     # -- inputs -----------------------------------------------------------------------------
     def frames_for(self, raw: RawSample) -> list[np.ndarray]:
@@ -149,10 +163,9 @@ class _LlavaFamily(ModelAdapter):
     def step_module(self) -> nn.Module:
         return self.model
 
-    def generate(self, inputs: Inputs, *, max_new_tokens: int, min_new_tokens: int) -> list[int]:
-        return hf.greedy_generate(
-            self.model, inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens
-        )
+    def echoed_prompt_length(self, inputs: Inputs) -> int:
+        """The HF loop echoes ``input_ids``; given only ``inputs_embeds`` (decoupled, 4.x) it does not."""
+        return int(inputs["input_ids"].shape[1]) if "input_ids" in inputs else 0
 
     def decode(self, token_ids: list[int]) -> str:
         return str(self.tokenizer.decode(token_ids, skip_special_tokens=True))
@@ -182,17 +195,8 @@ class LlavaAdapter(_LlavaFamily):
     placeholder = "<image>"
     pixel_key = "pixel_values"
     modality_key = "image"
-
-    @classmethod
-    def tiny_config(cls, tok: Any) -> LlavaConfig:
-        return LlavaConfig(
-            vision_config=_tiny_vision_config(),
-            text_config=_tiny_text_config(len(tok), tok),
-            image_token_index=int(tok.convert_tokens_to_ids("<image>")),
-            vision_feature_layer=-2,
-            vision_feature_select_strategy="default",
-            projector_hidden_act="gelu",
-        )
+    config_cls = LlavaConfig
+    token_fields: ClassVar[dict[str, str]] = {"image_token_index": "<image>"}
 
     def frames_for(self, raw: RawSample) -> list[np.ndarray]:
         return raw.frames[len(raw.frames) // 2 : len(raw.frames) // 2 + 1]
@@ -202,7 +206,7 @@ class LlavaAdapter(_LlavaFamily):
         return self.patches if strategy == "default" else self.patches + 1
 
     def vision_parts(self) -> VisionParts:
-        inner = self.model.model if hasattr(self.model, "model") else self.model
+        inner = hf.inner_model(self.model)
         tower, projector = inner.vision_tower, inner.multi_modal_projector
         return VisionParts(enter=(tower,), exit=projector, parts=(("tower", tower), ("projector", projector)))
 
@@ -226,18 +230,8 @@ class VideoLlavaAdapter(_LlavaFamily):
     placeholder = "<video>"
     pixel_key = "pixel_values_videos"
     modality_key = "video"
-
-    @classmethod
-    def tiny_config(cls, tok: Any) -> VideoLlavaConfig:
-        return VideoLlavaConfig(
-            vision_config=_tiny_vision_config(),
-            text_config=_tiny_text_config(len(tok), tok),
-            image_token_index=int(tok.convert_tokens_to_ids("<image>")),
-            video_token_index=int(tok.convert_tokens_to_ids("<video>")),
-            vision_feature_layer=-2,
-            vision_feature_select_strategy="default",
-            projector_hidden_act="gelu",
-        )
+    config_cls = VideoLlavaConfig
+    token_fields: ClassVar[dict[str, str]] = {"image_token_index": "<image>", "video_token_index": "<video>"}
 
     def frames_for(self, raw: RawSample) -> list[np.ndarray]:
         if len(raw.frames) <= VIDEO_FRAMES:
@@ -252,7 +246,7 @@ class VideoLlavaAdapter(_LlavaFamily):
         return pixels.unsqueeze(0)  # (1, frames, 3, H, W)
 
     def vision_parts(self) -> VisionParts:
-        inner = self.model.model if hasattr(self.model, "model") else self.model
+        inner = hf.inner_model(self.model)
         towers = (inner.image_tower, inner.video_tower)
         projector = inner.multi_modal_projector
         return VisionParts(
@@ -263,7 +257,7 @@ class VideoLlavaAdapter(_LlavaFamily):
 
     def vision_features(self, pixels: torch.Tensor) -> Any:
         kw: dict[str, Any] = {"vision_feature_layer": self.model.config.vision_feature_layer}
-        inner = self.model.model if hasattr(self.model, "model") else self.model
+        inner = hf.inner_model(self.model)
         if hf.supports_mm_encoder_outputs(self.model):
             kw["return_dict"] = True
             return inner.get_video_features(pixel_values_videos=pixels, **kw)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from capture.errors import CaptureError
-from capture.models.base import ModelAdapter, ModelSpec
+from capture.models.base import ModelAdapter
 
 # name -> "module:Class"; imported on use so `capture --help` stays fast.
 MODELS: dict[str, str] = {
@@ -24,8 +24,3 @@ def adapter_class(name: str) -> type[ModelAdapter]:
         raise CaptureError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     module, cls = MODELS[name].split(":")
     return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
-
-
-def build_adapter(spec: ModelSpec) -> ModelAdapter:
-    """Build (load or construct) the model named by ``spec``."""
-    return adapter_class(spec.name).build(spec)
