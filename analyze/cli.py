@@ -39,7 +39,7 @@ def default_out_dir(first: Path) -> Path:
 @click.command(
     epilog=EXAMPLES, context_settings=CONTEXT_SETTINGS
 )
-@version_option()
+@version_option("analyze")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None,

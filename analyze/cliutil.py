@@ -25,6 +25,6 @@ class InputError(click.ClickException):
         super().__init__(" ".join(str(message).split()))
 
 
-def version_option() -> Callable[[Any], Any]:
+def version_option(command: str) -> Callable[[Any], Any]:
     """``--version``: prints ``<command>, version X`` and exits."""
-    return click.version_option(package_version(), "--version", package_name=DISTRIBUTION)
+    return click.version_option(package_version(), "--version", package_name=DISTRIBUTION, prog_name=command)

@@ -37,7 +37,7 @@ D = CaptureConfig()
 
 
 @click.command(epilog=EXAMPLES, context_settings=CONTEXT_SETTINGS)
-@version_option()
+@version_option("capture")
 @_o("model", type=str, default=D.model, metavar="|".join(MODELS))
 @_o("model_path", type=str, default=None)
 @_o("dataset", type=click.Path(file_okay=False), default=None)

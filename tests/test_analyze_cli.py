@@ -37,6 +37,14 @@ def run_dir(tmp_path: Path) -> Path:
     )
 
 
+def test_version_comes_from_the_package_metadata() -> None:
+    from importlib import metadata
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"analyze, version {metadata.version('stagetrace')}"
+
+
 def test_help_has_examples() -> None:
     result = _run("--help")
     assert result.exit_code == 0

@@ -129,3 +129,33 @@ def test_a_corrupt_sample_is_recorded_and_the_run_exits_nonzero(tmp_path: Path) 
     assert [s["status"] for s in samples] == ["ok", "error"]
     assert victim.name in samples[1]["error"]
     assert "sample 1" in result.output and "failed" in result.output
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    from importlib import metadata
+
+    result = _run(["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"capture, version {metadata.version('stagetrace')}"
+
+
+@pytest.mark.parametrize(
+    ("run_json", "needle"),
+    [
+        ('{"schema": "stagetrace.run/1"}', "`run_id`"),
+        ('{"schema": "stagetrace.run/2", "run_id": "r", "config": null}', "`config`"),
+        ('{"schema": "stagetrace.run/2", "run_id": "r", "samples": "abc"}', "`samples`"),
+        ('{"schema": "stagetrace.run/2", "run_id": "r", "samples": [{"sample_id": "x"}]}', "`samples[0]`"),
+        ('{"schema": "stagetrace.run/2", "run_id": "r", "config": {"mode": "weird"}}', "`config.mode`"),
+        ('{"schema": "stagetrace.run/2", "run_id": "r", "config": {"verify": "weird"}}', "`config.verify`"),
+        ('{"schema": "stagetrace.run/2", "run_id": "r", "config": {"warmup": -3}}', "--warmup -3"),
+        ("not json", "not valid JSON"),
+    ],
+)
+def test_resume_validates_run_json_and_names_the_bad_field(
+    tmp_path: Path, run_json: str, needle: str
+) -> None:
+    (tmp_path / "run.json").write_text(run_json)
+    result = _run(["--resume", str(tmp_path), "-q"])
+    _one_line_error(result, str(tmp_path / "run.json"), needle)
+    assert (tmp_path / "run.json").read_text() == run_json  # nothing rewritten
