@@ -6,9 +6,10 @@ Each trace is one sample as ``capture`` records it: ``sample#i`` > ``stage1:load
 them run the eager transformers ops of a CLIP ViT-L/14 tower and a 32-layer LLaMA-7B in bf16:
 nested ``cpu_op`` events, ``cudaLaunchKernel`` / ``cudaMemcpyAsync`` calls with ``correlation``
 and ``External id``, kernels on two streams carrying the same correlation, ``ac2g`` flow pairs,
-memcpy and memset, stream syncs, ``gpu_user_annotation`` envelopes, Kineto's metadata and its
-multi-line formatting. A host thread with a few unlabelled ops and one device event with no
-launcher are included, as real traces have them.
+memcpy and memset, stream syncs, ``gpu_user_annotation`` envelopes. A host thread with a few
+unlabelled ops and one device event with no launcher are included, as real traces have them. The
+events go into a :class:`benchmarks.kineto.KinetoTrace`, whose writer adds Kineto's metadata and
+multi-line layout.
 
 The simulation is deterministic for a seed. Decode steps are added until the file reaches the
 target size (or a fixed count is given), and :class:`TraceTruth` records what was put there, per
@@ -20,20 +21,19 @@ stage and per step, so tests can check what ``analyze`` attributes.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import os
 import random
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from analyze import vocabulary as vocab
+from analyze.files import write_text_atomic
+from benchmarks.kineto import A100, KinetoTrace
 from capture.config import option
 
 MB = 1_000_000  # sizes are decimal megabytes of uncompressed JSON
@@ -41,7 +41,6 @@ MB = 1_000_000  # sizes are decimal megabytes of uncompressed JSON
 HOST_PID = 23817
 HOST_TID = 23817
 LOADER_TID = 23904  # a second host thread: pin-memory style work, outside every label
-DEVICE_PID = 0
 MAIN_STREAM = 7
 SIDE_STREAM = 20
 BASE_TS_NS = 4_532_721_000_000_000  # Kineto's relative clock (us ~ 4.5e9 s), as torch 2.x writes it
@@ -105,79 +104,79 @@ _EW = (
     "void at::native::vectorized_elementwise_kernel<4, {f}, at::detail::Array<char*, {n}> >"
     "(int, {f}, at::detail::Array<char*, {n}>)"
 )
-_K: dict[str, tuple[str, list[int], list[int], int, int]] = {
+_K: dict[str, tuple[str, tuple[int, int, int], tuple[int, int, int], int, int]] = {
     "gemm_prefill": (
-        "ampere_bf16_s16816gemm_bf16_128x128_ldg8_f2f_stages_64x3_tn", [32, 5, 1], [128, 1, 1], 238, 65536
+        "ampere_bf16_s16816gemm_bf16_128x128_ldg8_f2f_stages_64x3_tn", (32, 5, 1), (128, 1, 1), 238, 65536
     ),
     "gemm_prefill_mlp": (
-        "ampere_bf16_s16816gemm_bf16_256x128_ldg8_f2f_stages_64x3_tn", [43, 5, 1], [256, 1, 1], 232, 98304
+        "ampere_bf16_s16816gemm_bf16_256x128_ldg8_f2f_stages_64x3_tn", (43, 5, 1), (256, 1, 1), 232, 98304
     ),
     "gemm_decode": (
         "ampere_bf16_s16816gemm_bf16_64x64_sliced1x2_ldg8_f2f_stages_64x5_tn",
-        [64, 1, 4], [128, 1, 1], 126, 81920,
+        (64, 1, 4), (128, 1, 1), 126, 81920,
     ),
     "gemm_decode_mlp": (
         "sm80_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize32x32x64_stage6_warpsize2x2x1_tensor16x8x16_kernel",
-        [344, 1, 2], [128, 1, 1], 96, 49152,
+        (344, 1, 2), (128, 1, 1), 96, 49152,
     ),
     "gemm_vision": (
         "void cutlass::Kernel2<cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_64x4_tn_align8>"
         "(cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_64x4_tn_align8::Params)",
-        [16, 10, 1], [128, 1, 1], 168, 73728,
+        (16, 10, 1), (128, 1, 1), 168, 73728,
     ),
     "conv": (
         "sm80_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x32_stage4"
         "_warpsize2x2x1_g1_tensor16x8x16_kernel",
-        [5, 8, 1], [128, 1, 1], 232, 81920,
+        (5, 8, 1), (128, 1, 1), 232, 81920,
     ),
     "flash_prefill": (
         "void pytorch_flash::flash_fwd_kernel<pytorch_flash::Flash_fwd_kernel_traits<128, 128, 64, 4, false, "
         "false, cutlass::bfloat16_t, pytorch_flash::Flash_kernel_traits<128, 128, 64, 4, "
         "cutlass::bfloat16_t> >, "
         "false, true, false, false, true, true, false, false>(pytorch_flash::Flash_fwd_params)",
-        [5, 1, 32], [128, 1, 1], 255, 49152,
+        (5, 1, 32), (128, 1, 1), 255, 49152,
     ),
     "flash_decode": (
         "void pytorch_flash::flash_fwd_splitkv_kernel<pytorch_flash::Flash_fwd_kernel_traits<128, 64, 128, "
         "4, false, false, cutlass::bfloat16_t, pytorch_flash::Flash_kernel_traits<128, 64, 128, 4, "
         "cutlass::bfloat16_t> >, false, true, false, false, true, false, true, false>"
         "(pytorch_flash::Flash_fwd_params)",
-        [1, 4, 32], [128, 1, 1], 255, 65536,
+        (1, 4, 32), (128, 1, 1), 255, 65536,
     ),
     "layer_norm": (
         "void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::BFloat16, float>"
         "(int, float, c10::BFloat16 const*, c10::BFloat16 const*, c10::BFloat16 const*, float*, float*, "
         "c10::BFloat16*)",
-        [577, 1, 1], [256, 1, 1], 30, 0,
+        (577, 1, 1), (256, 1, 1), 30, 0,
     ),
     "mean": (
         "void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::MeanOps<float, "
         "float, float, float>, unsigned int, float, 4> >(at::native::ReduceOp<float, at::native::MeanOps<"
         "float, float, float, float>, unsigned int, float, 4>)",
-        [620, 1, 1], [32, 16, 1], 32, 16,
+        (620, 1, 1), (32, 16, 1), 32, 16,
     ),
     "argmax": (
         "void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::ArgMaxOps<float>, "
         "unsigned int, long, 4> >(at::native::ReduceOp<float, at::native::ArgMaxOps<float>, unsigned int, "
         "long, 4>)",
-        [1, 1, 1], [32, 16, 1], 40, 16,
+        (1, 1, 1), (32, 16, 1), 40, 16,
     ),
     "add": (
-        _EW.format(f="at::native::CUDAFunctor_add<c10::BFloat16>", n=3), [2480, 1, 1], [128, 1, 1], 26, 0
+        _EW.format(f="at::native::CUDAFunctor_add<c10::BFloat16>", n=3), (2480, 1, 1), (128, 1, 1), 26, 0
     ),
     "mul": (
         _EW.format(f="at::native::binary_internal::MulFunctor<c10::BFloat16>", n=3),
-        [2480, 1, 1], [128, 1, 1], 24, 0,
+        (2480, 1, 1), (128, 1, 1), 24, 0,
     ),
     "pow": (
         _EW.format(f="at::native::(anonymous namespace)::pow_tensor_scalar_kernel_impl<float, float>"
                    "(at::TensorIteratorBase&, float)::{lambda(float)#1}", n=2),
-        [2480, 1, 1], [128, 1, 1], 20, 0,
+        (2480, 1, 1), (128, 1, 1), 20, 0,
     ),
     "rsqrt": (
         _EW.format(f="at::native::rsqrt_kernel_cuda(at::TensorIteratorBase&)::{lambda()#2}::operator()() "
                    "const::{lambda()#2}::operator()() const::{lambda(float)#1}", n=2),
-        [5, 1, 1], [128, 1, 1], 18, 0,
+        (5, 1, 1), (128, 1, 1), 18, 0,
     ),
     "copy": (
         "void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda("
@@ -185,47 +184,47 @@ _K: dict[str, tuple[str, list[int], list[int], int, int]] = {
         "{lambda(c10::BFloat16)#1}, at::detail::Array<char*, 2>, TrivialOffsetCalculator<1, unsigned int>, "
         "TrivialOffsetCalculator<1, unsigned int>, at::native::memory::LoadWithCast<1>, "
         "at::native::memory::StoreWithCast<1> >(int, ...)",
-        [4960, 1, 1], [128, 1, 1], 28, 0,
+        (4960, 1, 1), (128, 1, 1), 28, 0,
     ),
     "neg": (_EW.format(f="at::native::neg_kernel_cuda(at::TensorIteratorBase&)::{lambda()#2}", n=2),
-            [620, 1, 1], [128, 1, 1], 16, 0),
+            (620, 1, 1), (128, 1, 1), 16, 0),
     "cat": (
         "void at::native::(anonymous namespace)::CatArrayBatchedCopy_aligned16_contig<at::native::("
         "anonymous namespace)::OpaqueType<2u>, unsigned int, 4, 64, 64>(at::native::(anonymous namespace)::"
         "OpaqueType<2u>*, at::native::(anonymous namespace)::CatArrInputTensorMetadata<at::native::("
         "anonymous namespace)::OpaqueType<2u>, unsigned int, 64, 64>, at::native::(anonymous namespace)::"
         "TensorSizeStride<unsigned int, 4u>, int, unsigned int)",
-        [128, 2, 1], [512, 1, 1], 40, 0,
+        (128, 2, 1), (512, 1, 1), 40, 0,
     ),
     "silu": (
         _EW.format(f="at::native::(anonymous namespace)::silu_kernel(at::TensorIteratorBase&)::{lambda()#1}"
                    "::operator()() const::{lambda()#5}::operator()() const::{lambda(c10::BFloat16)#1}", n=2),
-        [6820, 1, 1], [128, 1, 1], 22, 0,
+        (6820, 1, 1), (128, 1, 1), 22, 0,
     ),
     "gelu": (
         _EW.format(f="at::native::GeluCUDAKernelImpl(at::TensorIteratorBase&, at::native::GeluType)::"
                    "{lambda()#2}::operator()() const::{lambda()#4}::operator()() const::"
                    "{lambda(c10::BFloat16)#1}", n=2),
-        [4616, 1, 1], [128, 1, 1], 24, 0,
+        (4616, 1, 1), (128, 1, 1), 24, 0,
     ),
     "sigmoid": (
         _EW.format(f="at::native::sigmoid_kernel_cuda(at::TensorIteratorBase&)::{lambda()#2}::operator()() "
                    "const::{lambda()#6}::operator()() const::{lambda(c10::BFloat16)#1}", n=2),
-        [4616, 1, 1], [128, 1, 1], 22, 0,
+        (4616, 1, 1), (128, 1, 1), 22, 0,
     ),
     "index": (
         "void at::native::(anonymous namespace)::indexSelectLargeIndex<c10::BFloat16, long, unsigned int, 2, "
         "2, -2, true>(at::cuda::detail::TensorInfo<c10::BFloat16, unsigned int>, "
         "at::cuda::detail::TensorInfo<c10::BFloat16, unsigned int>, at::cuda::detail::TensorInfo<long, "
         "unsigned int>, int, int, unsigned int, unsigned int, long)",
-        [2480, 1, 1], [128, 1, 1], 32, 0,
+        (2480, 1, 1), (128, 1, 1), 32, 0,
     ),
     "scatter": (
         "void at::native::(anonymous namespace)::masked_scatter_size_check(long const*, long const*)",
-        [1, 1, 1], [1, 1, 1], 16, 0,
+        (1, 1, 1), (1, 1, 1), 16, 0,
     ),
-    "fill": (_EW.format(f="at::native::FillFunctor<long>", n=1), [1, 1, 1], [128, 1, 1], 16, 0),
-    "eq": (_EW.format(f="at::native::CompareEqFunctor<long>", n=3), [1, 1, 1], [128, 1, 1], 18, 0),
+    "fill": (_EW.format(f="at::native::FillFunctor<long>", n=1), (1, 1, 1), (128, 1, 1), 16, 0),
+    "eq": (_EW.format(f="at::native::CompareEqFunctor<long>", n=3), (1, 1, 1), (128, 1, 1), 18, 0),
 }
 
 # Kernel durations in ns (before jitter), per phase: A100-class numbers for a 7B model in bf16.
@@ -313,37 +312,27 @@ def _clip_layer() -> tuple[Node, ...]:
     )
 
 
-# -- the formatted events (Kineto's own multi-line layout) -------------------------------------------
-def _us(ns: int) -> str:
-    return f"{ns // 1000}.{ns % 1000:03d}"
-
-
-def _host_event(cat: str, name: str, tid: int, ts: int, dur: int, ext: int, idx: int) -> str:
-    return (
-        f'  {{\n    "ph": "X", "cat": "{cat}", "name": "{name}", "pid": {HOST_PID}, "tid": {tid},\n'
-        f'    "ts": {_us(ts)}, "dur": {_us(dur)},\n'
-        f'    "args": {{\n      "External id": {ext},"Record function id": 0, "Ev Idx": {idx}\n    }}\n  }}'
-    )
-
-
+# -- the simulation ------------------------------------------------------------------------------
 class _Sim:
-    """A host thread launching onto two streams; events are kept in the order Kineto writes them."""
+    """A host thread launching onto two streams, recorded into a :class:`KinetoTrace`."""
 
     def __init__(self, rng: random.Random, sample_index: int) -> None:
         self.rng = rng
-        self.sample_index = sample_index
+        self.trace = KinetoTrace(
+            base_ns=BASE_TS_NS,
+            device=A100,
+            rank=sample_index,
+            host_pid=HOST_PID,
+            main_tid=HOST_TID,
+            trace_name=trace_name(sample_index, gz=False),
+            base_time_ns=BASE_TIME_NS,
+        )
         self.t = BASE_TS_NS + 250_000
         self.free = {MAIN_STREAM: 0, SIDE_STREAM: 0}
-        self.host: list[list[Any]] = []  # [cat, name, tid, ts, dur, ext], in start order
-        self.device: list[str] = []  # runtime calls and device events, in launch order
-        self.flows: list[str] = []
-        self.gpu_labels: list[str] = []
         self.ext = 0
         self.corr = 0
         self.labels: list[tuple[str, dict[int, list[int]]]] = []  # open labels + their kernel envelopes
         self.ext_stack: list[int] = []
-        self.size = 0  # characters of formatted device/flow events so far (host ones added at the end)
-        self.n_host_ops = 0
         self.step: int | None = None
         self.generate_start = 0
         self.truth_kernels: dict[str, int] = {}
@@ -357,40 +346,33 @@ class _Sim:
         return max(1000, int(ns * (1.0 + spread * (2.0 * self.rng.random() - 1.0))))
 
     # -- host ---------------------------------------------------------------------------------
-    def _open(self, cat: str, name: str, tid: int = HOST_TID) -> list[Any]:
+    def _open(self, cat: str, name: str, tid: int = HOST_TID) -> tuple[int, int]:
+        """A host range starting now: (handle, External id)."""
         self.ext += 1
-        rec = [cat, name, tid, self.t, 0, self.ext]
-        self.host.append(rec)
-        return rec
+        return self.trace.host_op(name, self.t, cat=cat, tid=tid, external_id=self.ext), self.ext
 
     @contextmanager
-    def label(self, name: str) -> Iterator[None]:
-        rec = self._open("user_annotation", name)
+    def label(self, name: str) -> Iterator[int]:
+        """A user_annotation around the body (yields its start), then its gpu_user_annotations."""
+        start = self.t
+        handle, ext = self._open("user_annotation", name)
         envelope: dict[int, list[int]] = {}
         self.labels.append((name, envelope))
         self.t += self.jitter(4_000)
         try:
-            yield
+            yield start
         finally:
             self.t += self.jitter(3_000)
-            rec[4] = self.t - rec[3]
+            self.trace.end_op(handle, self.t)
             self.labels.pop()
             for stream, (first, last) in envelope.items():
-                ev = (
-                    f'  {{\n    "ph": "X", "cat": "gpu_user_annotation", "name": "{name}", '
-                    f'"pid": {DEVICE_PID}, "tid": {stream},\n'
-                    f'    "ts": {_us(first)}, "dur": {_us(last - first)},\n'
-                    f'    "args": {{\n      "External id": {rec[5]}\n    }}\n  }}'
-                )
-                self.gpu_labels.append(ev)
-                self.size += len(ev) + 2
+                self.trace.gpu_label(name, stream, first, last - first, external_id=ext)
             self.t += self.jitter(2_000)
 
     def run(self, node: Node, phase: str) -> None:
         name, children, kernel, dclass, stream = node
-        rec = self._open("cpu_op", name)
-        self.n_host_ops += 1
-        self.ext_stack.append(rec[5])
+        handle, ext = self._open("cpu_op", name)
+        self.ext_stack.append(ext)
         self.t += self.jitter(3_500)
         for child in children:
             self.run(child, phase)
@@ -398,7 +380,7 @@ class _Sim:
             self.launch(kernel, self.jitter(_DUR_NS[phase][dclass], 0.15), stream)
         self.t += self.jitter(2_500)
         self.ext_stack.pop()
-        rec[4] = self.t - rec[3]
+        self.trace.end_op(handle, self.t)
         self.t += self.jitter(600)
 
     def ops(self, nodes: tuple[Node, ...], phase: str) -> None:
@@ -407,28 +389,21 @@ class _Sim:
 
     def host_only(self, name: str, ns: int, tid: int = HOST_TID) -> None:
         """A host op with no device work (image decoding, tokenizer calls surface as a few of these)."""
-        rec = self._open("cpu_op", name, tid)
-        self.n_host_ops += 1
+        handle, _ = self._open("cpu_op", name, tid)
         if tid == HOST_TID:
             self.t += self.jitter(ns)
-            rec[4] = self.t - rec[3]
+            self.trace.end_op(handle, self.t)
             self.t += self.jitter(800)
         else:
-            rec[4] = self.jitter(ns)
+            self.trace.end_op(handle, self.t + self.jitter(ns))
 
     # -- device -------------------------------------------------------------------------------
-    def _runtime(self, name: str, cbid: int, dur: int) -> tuple[int, int]:
+    def _runtime(self, name: str, dur: int) -> tuple[int, int]:
+        """A runtime call from the innermost open op, now: (its start, that op's External id)."""
         self.corr += 1
         ts = self.t
         ext = self.ext_stack[-1] if self.ext_stack else 0
-        ev = (
-            f'  {{\n    "ph": "X", "cat": "cuda_runtime", "name": "{name}", "pid": {HOST_PID}, '
-            f'"tid": {HOST_TID},\n    "ts": {_us(ts)}, "dur": {_us(dur)},\n'
-            f'    "args": {{\n      "External id": {ext}, "cbid": {cbid}, "correlation": {self.corr}\n'
-            "    }\n  }"
-        )
-        self.device.append(ev)
-        self.size += len(ev) + 2
+        self.trace.runtime(name, ts, dur, correlation=self.corr, external_id=ext, tid=HOST_TID)
         self.t = ts + dur
         return ts, ext
 
@@ -459,61 +434,30 @@ class _Sim:
         self.free[stream] = start + dur
         return start
 
-    def _flow(self, launch_ts: int, start: int, stream: int) -> None:
-        s = (
-            f'  {{\n    "ph": "s", "id": {self.corr}, "pid": {HOST_PID}, "tid": {HOST_TID}, '
-            f'"ts": {_us(launch_ts)},\n    "cat": "ac2g", "name": "ac2g"\n  }}'
-        )
-        f = (
-            f'  {{\n    "ph": "f", "id": {self.corr}, "pid": {DEVICE_PID}, "tid": {stream}, '
-            f'"ts": {_us(start)},\n    "cat": "ac2g", "name": "ac2g", "bp": "e"\n  }}'
-        )
-        self.flows.append(s)
-        self.flows.append(f)
-        self.size += len(s) + len(f) + 4
-
     def launch(self, key: str, dur: int, stream: int) -> None:
         kname, grid, block, regs, smem = _K[key]
-        launch_ts, ext = self._runtime("cudaLaunchKernel", 211, self.jitter(4_800))
+        launch_ts, ext = self._runtime("cudaLaunchKernel", self.jitter(4_800))
         start = self._schedule(launch_ts, dur, stream)
-        warps = block[0] * block[1] // 32
-        ev = (
-            f'  {{\n    "ph": "X", "cat": "kernel", "name": "{kname}", "pid": {DEVICE_PID}, '
-            f'"tid": {stream},\n    "ts": {_us(start)}, "dur": {_us(dur)},\n'
-            f'    "args": {{\n      "External id": {ext},\n      "queued": 0, "device": 0, "context": 1,\n'
-            f'      "stream": {stream}, "correlation": {self.corr},\n'
-            f'      "registers per thread": {regs},\n      "shared memory": {smem},\n'
-            f'      "blocks per SM": {grid[0] * grid[1] * grid[2] / 108:.6f},\n'
-            f'      "warps per SM": {grid[0] * grid[1] * grid[2] * warps / 108:.6f},\n'
-            f'      "grid": [{grid[0]}, {grid[1]}, {grid[2]}],\n'
-            f'      "block": [{block[0]}, {block[1]}, {block[2]}],\n'
-            f'      "est. achieved occupancy %": {min(100, 4 * warps)}\n    }}\n  }}'
-        )
-        self.device.append(ev)
-        self.size += len(ev) + 2
-        self._flow(launch_ts, start, stream)
+        self.trace.kernel(
+            kname, stream, start, dur, correlation=self.corr, external_id=ext,
+            grid=grid, block=block, registers=regs, shared_memory=smem,
+        )  # fmt: skip
+        self.trace.flow(self.corr, launch_ts, start, stream, tid=HOST_TID)
         self._count(start, dur, stream, memcpy=False)
 
     def memcpy(self, kind: str, nbytes: int, stream: int = MAIN_STREAM, sync: bool = False) -> None:
         """cudaMemcpyAsync (HtoD / DtoH) or cudaMemsetAsync; DtoH waits for the stream, as .item() does."""
         is_set = kind == "memset"
-        api, cbid = ("cudaMemsetAsync", 51) if is_set else ("cudaMemcpyAsync", 41)
-        launch_ts, ext = self._runtime(api, cbid, self.jitter(7_000))
+        launch_ts, ext = self._runtime("cudaMemsetAsync" if is_set else "cudaMemcpyAsync", self.jitter(7_000))
         dur = self.jitter(1_500 + nbytes // 12)
         start = self._schedule(launch_ts, dur, stream)
         name = {"HtoD": "Memcpy HtoD (Pageable -> Device)", "DtoH": "Memcpy DtoH (Device -> Pageable)",
                 "memset": "Memset (Device)"}[kind]
-        cat = "gpu_memset" if is_set else "gpu_memcpy"
-        ev = (
-            f'  {{\n    "ph": "X", "cat": "{cat}", "name": "{name}", "pid": {DEVICE_PID}, "tid": {stream},\n'
-            f'    "ts": {_us(start)}, "dur": {_us(dur)},\n'
-            f'    "args": {{\n      "External id": {ext},\n      "device": 0, "context": 1,\n'
-            f'      "stream": {stream}, "correlation": {self.corr},\n      "bytes": {nbytes}, '
-            f'"memory bandwidth (GB/s)": {nbytes / dur:.6f}\n    }}\n  }}'
-        )
-        self.device.append(ev)
-        self.size += len(ev) + 2
-        self._flow(launch_ts, start, stream)
+        self.trace.memcpy(
+            name, stream, start, dur, nbytes=nbytes, cat="gpu_memset" if is_set else "gpu_memcpy",
+            correlation=self.corr, external_id=ext,
+        )  # fmt: skip
+        self.trace.flow(self.corr, launch_ts, start, stream, tid=HOST_TID)
         self._count(start, dur, stream, memcpy=True)
         if sync:
             self.stream_sync(stream)
@@ -522,15 +466,9 @@ class _Sim:
         """cudaStreamSynchronize: the host waits for the stream (a ``cuda_sync`` slice on the device)."""
         ts = self.t
         done = max(self.free[stream], ts) + self.jitter(3_000)
-        _, ext = self._runtime("cudaStreamSynchronize", 131, done - ts)
-        ev = (
-            f'  {{\n    "ph": "X", "cat": "cuda_sync", "name": "Stream Sync", "pid": {DEVICE_PID}, '
-            f'"tid": {stream},\n    "ts": {_us(max(ts, self.free[stream] - 1_000))}, "dur": {_us(1_000)},\n'
-            f'    "args": {{\n      "External id": {ext}, "cuda_sync_kind": "Stream Sync", '
-            f'"stream": {stream}, "correlation": {self.corr}, "device": 0, "context": 1\n    }}\n  }}'
-        )
-        self.device.append(ev)
-        self.size += len(ev) + 2
+        _, ext = self._runtime("cudaStreamSynchronize", done - ts)
+        start = max(ts, self.free[stream] - 1_000)
+        self.trace.sync(stream, start, 1_000, correlation=self.corr, external_id=ext)
         self.t = done
 
     def orphan_kernel(self) -> None:
@@ -538,21 +476,13 @@ class _Sim:
         dur = 2_000
         start = max(self.free[MAIN_STREAM], self.t) + 5_000
         self.free[MAIN_STREAM] = start + dur
-        kname, grid, block, _, _ = _K["fill"]
-        ev = (
-            f'  {{\n    "ph": "X", "cat": "kernel", "name": "{kname}", "pid": {DEVICE_PID}, '
-            f'"tid": {MAIN_STREAM},\n    "ts": {_us(start)}, "dur": {_us(dur)},\n'
-            f'    "args": {{\n      "queued": 0, "device": 0, "context": 1, "stream": {MAIN_STREAM}, '
-            f'"correlation": 987654321,\n      "grid": [{grid[0]}, {grid[1]}, {grid[2]}], '
-            f'"block": [{block[0]}, {block[1]}, {block[2]}]\n    }}\n  }}'
-        )
-        self.device.append(ev)
-        self.size += len(ev) + 2
+        kname, grid, block, regs, smem = _K["fill"]
+        self.trace.kernel(
+            kname, MAIN_STREAM, start, dur, correlation=987654321,
+            grid=grid, block=block, registers=regs, shared_memory=smem,
+        )  # fmt: skip
         self.truth_kernels[vocab.UNATTRIBUTED] = self.truth_kernels.get(vocab.UNATTRIBUTED, 0) + 1
         self.truth_kernel_ns[vocab.UNATTRIBUTED] = self.truth_kernel_ns.get(vocab.UNATTRIBUTED, 0) + dur
-
-    def host_size(self) -> int:
-        return len(self.host) * 235  # close estimate of one formatted host event, for the size target
 
 
 # -- one sample -------------------------------------------------------------------------------------
@@ -606,19 +536,18 @@ def _between_steps(sim: _Sim) -> None:
         _op("aten::isin", _op("aten::eq", k="eq")), _op("aten::bitwise_not", k="eq"),
         _op("aten::max", k="argmax"),
     ), "decode")
-    item = sim._open("cpu_op", "aten::item")
-    sim.ext_stack.append(item[5])
-    dense = sim._open("cpu_op", "aten::_local_scalar_dense")
-    sim.ext_stack.append(dense[5])
+    item, item_ext = sim._open("cpu_op", "aten::item")
+    sim.ext_stack.append(item_ext)
+    dense, dense_ext = sim._open("cpu_op", "aten::_local_scalar_dense")
+    sim.ext_stack.append(dense_ext)
     sim.t += sim.jitter(2_000)
     sim.memcpy("DtoH", 1, sync=True)
     sim.t += sim.jitter(1_500)
-    dense[4] = sim.t - dense[3]
+    sim.trace.end_op(dense, sim.t)
     sim.ext_stack.pop()
     sim.t += sim.jitter(1_000)
-    item[4] = sim.t - item[3]
+    sim.trace.end_op(item, sim.t)
     sim.ext_stack.pop()
-    sim.n_host_ops += 2
     sim.t += sim.jitter(9_000)
 
 
@@ -639,8 +568,8 @@ def _simulate(shape: TraceShape, sample_index: int) -> _Sim:
             sim.ops((_to(),), "vision")  # float32 -> bf16 on the device
             sim.memcpy("HtoD", 8 * shape.prompt_tokens)
             sim.memcpy("HtoD", 8 * shape.prompt_tokens)
-        with sim.label(vocab.GENERATE):
-            sim.generate_start = sim.host[-1][3]
+        with sim.label(vocab.GENERATE) as generate_start:
+            sim.generate_start = generate_start
             sim.memcpy("memset", 8)  # unfinished_sequences = ones(...)
             sim.ops((_op("aten::ones", _op("aten::fill_", k="fill")), _op("aten::cumsum", k="add")), "decode")
             _vision(sim, shape.vision_layers)
@@ -653,7 +582,7 @@ def _simulate(shape: TraceShape, sample_index: int) -> _Sim:
                     if step > shape.decode_steps:
                         break
                     continue
-                size = sim.size + sim.host_size()
+                size = sim.trace.approx_size_bytes()
                 per_step = size / (step + 1)
                 if step > shape.max_decode_steps:
                     break
@@ -664,105 +593,19 @@ def _simulate(shape: TraceShape, sample_index: int) -> _Sim:
     return sim
 
 
-def _header(sample_index: int) -> str:
-    props = {
-        "id": 0, "name": "NVIDIA A100-SXM4-80GB", "totalGlobalMem": 85_031_714_816, "computeMajor": 8,
-        "computeMinor": 0, "maxThreadsPerBlock": 1024, "maxThreadsPerMultiprocessor": 2048,
-        "regsPerBlock": 65536, "warpSize": 32, "sharedMemPerBlock": 49152, "numSms": 108,
-        "regsPerMultiprocessor": 65536, "sharedMemPerBlockOptin": 166912,
-        "sharedMemPerMultiprocessor": 167936,
-    }
-    # HTA finds the rank with the regex '"rank":\s+(\d+)': keep the space after the colon.
-    return (
-        '{\n  "schemaVersion": 1,\n  "deviceProperties": [\n    ' + json.dumps(props) + "\n  ],\n"
-        f'  "distributedInfo": {{"backend": "nccl", "rank": {sample_index}, "world_size": 1}},\n'
-        '  "cuda_runtime_version": 12040,\n  "cuda_driver_version": 12040,\n'
-        '  "trace_id": "9D1C2F7E4B0A4E19A3F6C8D2E5B7A140",\n  "host_name": "gpu-node-01",\n'
-        f'  "displayTimeUnit": "ms",\n  "baseTimeNanoseconds": {BASE_TIME_NS},\n  "traceEvents": [\n'
-    )
-
-
-def _metadata(ts: str) -> list[str]:
-    def meta(name: str, pid: int | str, tid: int | str, args: str) -> str:
-        pid_s = f'"{pid}"' if isinstance(pid, str) else pid
-        tid_s = f'"{tid}"' if isinstance(tid, str) else tid
-        return (f'  {{\n    "name": "{name}", "ph": "M", "ts": {ts}, "pid": {pid_s}, "tid": {tid_s},\n'
-                f"    \"args\": {{\n      {args}\n    }}\n  }}")
-
-    out = [
-        meta("process_name", HOST_PID, 0, '"name": "python"'),
-        meta("process_labels", HOST_PID, 0, '"labels": "CPU"'),
-        meta("process_sort_index", HOST_PID, 0, f'"sort_index": {HOST_PID}'),
-        meta("process_name", DEVICE_PID, 0, '"name": "python"'),
-        meta("process_labels", DEVICE_PID, 0, '"labels": "GPU 0"'),
-        meta("process_sort_index", DEVICE_PID, 0, '"sort_index": 5000000'),
-    ]
-    for tid in (HOST_TID, LOADER_TID):
-        out.append(meta("thread_name", HOST_PID, tid, f'"name": "thread {tid} (python)"'))
-        out.append(meta("thread_sort_index", HOST_PID, tid, f'"sort_index": {tid}'))
-    for stream in (MAIN_STREAM, SIDE_STREAM):
-        out.append(meta("thread_name", DEVICE_PID, stream, f'"name": "stream {stream} "'))
-        out.append(meta("thread_sort_index", DEVICE_PID, stream, f'"sort_index": {stream}'))
-    return out
-
-
-def _chunks(sim: _Sim) -> Iterator[str]:
-    """The file's text in pieces: header, metadata, host ops, device events, flows, footer."""
-    start = _us(BASE_TS_NS)
-    yield _header(sim.sample_index)
-    events = _metadata(start)
-    host = sorted(sim.host, key=lambda r: r[3])
-    for i in range(0, len(host), 20_000):
-        part = host[i : i + 20_000]
-        events.extend(
-            _host_event(c, n, tid, ts, dur, ext, i + j) for j, (c, n, tid, ts, dur, ext) in enumerate(part)
-        )
-        yield ",\n".join(events) + ",\n"
-        events = []
-    for block in (sim.device, sim.flows, sim.gpu_labels):
-        for i in range(0, len(block), 20_000):
-            yield ",\n".join(block[i : i + 20_000]) + ",\n"
-    end = max(sim.t, *sim.free.values())
-    tail = [
-        '  {\n    "ph": "X", "cat": "Trace", "name": "PyTorch Profiler (0)", "pid": "Spans", '
-        f'"tid": "PyTorch Profiler",\n    "ts": {start}, "dur": {_us(end - BASE_TS_NS)},\n'
-        '    "args": {\n      "Op count": 0\n    }\n  }',
-        '  {\n    "name": "process_sort_index", "ph": "M", "ts": ' + start + ', "pid": "Spans", "tid": 0,\n'
-        '    "args": {\n      "sort_index": 536870912\n    }\n  }',
-        '  {\n    "ph": "i", "s": "g", "name": "Iteration Start: PyTorch Profiler", "pid": "Traces", '
-        f'"tid": "Trace PyTorch Profiler", "ts": {start}\n  }}',
-        '  {\n    "ph": "i", "s": "g", "name": "Record Window End", "pid": "", "tid": "", '
-        f'"ts": {_us(end + 50_000)}\n  }}',
-    ]
-    yield ",\n".join(tail) + f'\n  ],\n  "traceName": "sample-{sim.sample_index:05d}.pt.trace.json"\n}}\n'
-
-
 def write_trace(path: Path, shape: TraceShape, sample_index: int = 0) -> TraceTruth:
     """Write one synthetic trace to ``path`` (gzipped when it ends in ``.gz``), atomically.
 
     Returns what was put into it. Same shape, seed and index give the same bytes.
     """
     sim = _simulate(shape, sample_index)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    size = 0
-    n_events = 0
-    opener = gzip.open(tmp, "wb", compresslevel=1) if path.name.endswith(".gz") else open(tmp, "wb")  # noqa: SIM115
-    try:
-        with opener as fh:
-            for chunk in _chunks(sim):
-                data = chunk.encode()
-                size += len(data)
-                n_events += chunk.count('\n  {\n') + chunk.startswith("  {\n")
-                fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    sim.trace.stop(max(sim.t, *sim.free.values()))
+    written = sim.trace.dump(path)
     return TraceTruth(
-        path=str(path),
+        path=str(written.path),
         sample_index=sample_index,
-        size_bytes=size,
-        n_events=n_events,
+        size_bytes=written.size_bytes,
+        n_events=written.n_events,
         decode_steps=len(sim.step_kernels) - 1,
         kernels_by_stage=dict(sim.truth_kernels),
         kernel_us_by_stage={k: v / 1000 for k, v in sim.truth_kernel_ns.items()},
@@ -801,9 +644,7 @@ def generate_set(out_dir: Path, n: int, shape: TraceShape, *, gz: bool = False) 
     for stale in out_dir.glob("sample-*.pt.trace.json*"):
         stale.unlink()
     truths = [write_trace(out_dir / trace_name(i, gz), shape, i) for i in range(n)]
-    tmp = manifest.with_name(f".{manifest.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"key": key, "traces": [asdict(t) for t in truths]}))
-    os.replace(tmp, manifest)
+    write_text_atomic(manifest, json.dumps({"key": key, "traces": [asdict(t) for t in truths]}))
     return truths
 
 

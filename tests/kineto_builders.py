@@ -1,182 +1,33 @@
-"""Build synthetic Kineto (Chrome JSON) traces with known answers, for tests.
+"""Test scenarios: Kineto traces with hand-computed answers, built with ``benchmarks.kineto``.
 
-Times are given in microseconds relative to the trace's base; the builder adds the base (a
-large epoch-like offset, as real traces have) when it writes events. ``vlm_trace`` builds the
-labelled VLM scenario whose per-stage numbers are worked out by hand in ``VLM_EXPECTED``.
+Times are microseconds after the trace's base (the builder adds the base, a large epoch-like
+offset, as real traces have). ``vlm_trace`` is the labelled VLM scenario whose per-stage
+numbers are worked out by hand in ``VLM_EXPECTED``; ``breakdown_trace`` is the one HTA's
+breakdowns are checked on (``DEVICE_EVENTS``). ``manifest`` and ``write_run`` make run folders.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
-from typing import Any
 
-HOST_PID = 100
-MAIN_TID = 100
-GPU_PID = 0
+from benchmarks.kineto import SYNTHETIC_GPU, KinetoTrace
 
 
-class KinetoTrace:
-    """A Kineto-shaped trace under construction: host thread(s), GPU streams, flows."""
-
-    def __init__(self, *, base_us: float = 1_700_000_000_000.0, gpu: bool = True) -> None:
-        self.base_us = base_us
-        self.events: list[dict[str, Any]] = [
-            {
-                "ph": "M",
-                "name": "process_name",
-                "pid": HOST_PID,
-                "tid": 0,
-                "ts": base_us,
-                "args": {"name": "python"},
-            },
-            {
-                "ph": "M",
-                "name": "thread_name",
-                "pid": HOST_PID,
-                "tid": MAIN_TID,
-                "ts": base_us,
-                "args": {"name": "main"},
-            },
-        ]
-        self.gpu = gpu
-        self._next_id = 1000
-
-    def _new_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
-
-    def _x(self, cat: str, name: str, start: float, end: float, pid: Any, tid: Any, args: dict) -> None:
-        self.events.append(
-            {
-                "ph": "X",
-                "cat": cat,
-                "name": name,
-                "pid": pid,
-                "tid": tid,
-                "ts": self.base_us + start,
-                "dur": end - start,
-                "args": args,
-            }
-        )
-
-    def label(self, name: str, start: float, end: float, *, tid: Any = MAIN_TID) -> None:
-        """A record_function range (cat user_annotation) on a host thread."""
-        self._x("user_annotation", name, start, end, HOST_PID, tid, {"External id": self._new_id()})
-
-    def op(
-        self,
-        name: str,
-        start: float,
-        end: float,
-        *,
-        tid: Any = MAIN_TID,
-        cat: str = "cpu_op",
-        external_id: int | None = None,
-    ) -> None:
-        """A host op (cpu_op by default)."""
-        self._x(cat, name, start, end, HOST_PID, tid, {"External id": external_id or self._new_id()})
-
-    def launch(
-        self,
-        at: float,
-        start: float,
-        end: float,
-        *,
-        stream: int = 7,
-        name: str = "gemm_kernel",
-        cat: str = "kernel",
-        link: str = "correlation",
-        external_id: int | None = None,
-        tid: Any = MAIN_TID,
-        runtime_us: float = 5.0,
-    ) -> int:
-        """A device event on ``stream`` over [start, end), launched from the host at ``at``.
-
-        link: "correlation" (runtime call and kernel share args.correlation), "flow" (the
-        kernel has no correlation; an ac2g s/f flow joins them), "external" (kernel carries
-        only ``external_id``, which a cpu_op must have; no runtime call), "none" (a
-        correlation that no host event has: unattributed).
-        """
-        corr = self._new_id()
-        runtime = "cudaLaunchKernel" if cat == "kernel" else "cudaMemcpyAsync"
-        if link in ("correlation", "flow"):
-            self._x(
-                "cuda_runtime",
-                runtime,
-                at,
-                at + runtime_us,
-                HOST_PID,
-                tid,
-                {"External id": corr, "cbid": 211, "correlation": corr},
-            )
-        args: dict[str, Any] = {"device": 0, "context": 1, "stream": stream}
-        if link == "correlation":
-            args |= {"correlation": corr, "External id": corr}
-        elif link == "external":
-            args |= {"External id": external_id}
-        elif link == "none":
-            args |= {"correlation": 999_999}
-        self._x(cat, name, start, end, GPU_PID, stream, args)
-        if link == "flow":
-            self.events.append(
-                {
-                    "ph": "s",
-                    "id": corr,
-                    "pid": HOST_PID,
-                    "tid": tid,
-                    "ts": self.base_us + at,
-                    "cat": "ac2g",
-                    "name": "ac2g",
-                }
-            )
-            self.events.append(
-                {
-                    "ph": "f",
-                    "id": corr,
-                    "pid": GPU_PID,
-                    "tid": stream,
-                    "ts": self.base_us + start,
-                    "cat": "ac2g",
-                    "name": "ac2g",
-                    "bp": "e",
-                }
-            )
-        return corr
-
-    def to_dict(self) -> dict[str, Any]:
-        props = [{"id": 0, "name": "Synthetic GPU", "totalGlobalMem": 1}] if self.gpu else []
-        span = {
-            "ph": "X",
-            "cat": "Trace",
-            "name": "PyTorch Profiler (0)",
-            "pid": "Spans",
-            "tid": "PyTorch Profiler",
-            "ts": self.base_us - 50,
-            "dur": 5000.0,
-            "args": {"Op count": 0},
-        }
-        return {"schemaVersion": 1, "deviceProperties": props, "traceEvents": [*self.events, span]}
-
-    def write(self, path: Path) -> Path:
-        """Write as JSON, gzipped when ``path`` ends with .gz."""
-        data = json.dumps(self.to_dict()).encode()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
-        return path
-
-
-def vlm_trace(order: str = "5.x", *, sample: int = 0, gpu: bool = True, flows: bool = True) -> KinetoTrace:
+def vlm_trace(
+    order: str = "5.x", *, sample: int = 0, gpu: bool = True, flows: bool = True, sample_label: bool = True
+) -> KinetoTrace:
     """One sample of a VLM run with stagetrace labels; answers in VLM_EXPECTED.
 
     order "4.x": stage3:vision nested inside stage4:prefill (transformers 4.x);
     order "5.x": stage3:vision before stage4:prefill, directly inside stage4:generate.
     gpu=False drops every launch and device event (a CPU-only trace). flows=False drops the
     ac2g flow of the one kernel that only a flow links (it then becomes unattributed).
+    sample_label=False leaves out the ``sample#i`` label (as a foreign trace would).
     """
-    t = KinetoTrace(gpu=gpu)
-    t.label(f"sample#{sample}", 0, 1000)
+    t = KinetoTrace(device=SYNTHETIC_GPU if gpu else None)
+    if sample_label:
+        t.label(f"sample#{sample}", 0, 1000)
     t.label("stage1:load", 10, 60)
     t.label("stage2:preprocess", 60, 160)
     t.op("aten::to", 100, 120, external_id=500)
@@ -253,6 +104,41 @@ VLM_EXPECTED = {
     "tpot_ms": 0.12,
     "step_kernel_ms": {"4.x": [0.235, 0.070, 0.055], "5.x": [0.065, 0.070, 0.055]},
 }
+
+
+# Device events of every breakdown_trace: (cat, name, stream, start_us, dur_us), relative to the
+# first one. GPU span 0..350 us; busy 100 + 50 (compute) + 50 (memcpy): idle 150 us, compute
+# 150 us, non-compute 50 us.
+DEVICE_EVENTS: tuple[tuple[str, str, int, float, float], ...] = (
+    ("kernel", "ampere_sgemm_128x64_tn", 7, 0.0, 100.0),
+    (
+        "kernel",
+        "void at::native::vectorized_elementwise_kernel<4, at::native::GeluCUDAKernelImpl>",
+        7,
+        150.0,
+        50.0,
+    ),
+    ("gpu_memcpy", "Memcpy DtoH (Device -> Pageable)", 7, 300.0, 50.0),
+)
+H100 = {"id": 0, "name": "NVIDIA H100 80GB HBM3", "totalGlobalMem": 85_000_000_000}
+
+
+def breakdown_trace(sample: int = 0) -> KinetoTrace:
+    """A small GPU trace for HTA's breakdowns: DEVICE_EVENTS launched in decode (answers above).
+
+    Host: sample#i [0, 1000) > stage4:generate [100, 900) > stage4:prefill [100, 300) and
+    stage4:decode#1 [300, 600); one cudaLaunchKernel / cudaMemcpyAsync per device event, linked
+    by correlation. Device events start at 400.
+    """
+    t = KinetoTrace(device=H100)
+    t.label(f"sample#{sample}", 0, 1000)
+    t.label("stage4:generate", 100, 900)
+    t.label("stage4:prefill", 100, 300)
+    t.label("stage4:decode#1", 300, 600)
+    for i, (cat, name, stream, start_us, dur_us) in enumerate(DEVICE_EVENTS):
+        start_us += 400
+        t.launch(310 + 20 * i, start_us, start_us + dur_us, stream=stream, name=name, cat=cat, runtime_us=10)
+    return t
 
 
 def manifest(

@@ -1,11 +1,11 @@
-"""Synthetic stagetrace tables (per the tables contract) and tiny Kineto traces with known answers.
+"""Synthetic stagetrace tables (per the tables contract), DataFrames with known answers.
 
 Used by the report, HTA and notebook tests. Two runs of 4 samples x 8 generation steps:
 
 - RUN_CPU "tiny-llava-…": CPU only, cpu_op ops.
 - RUN_GPU "tiny-eventgpt-…": CPU-only too by default; with ``gpu=True`` it has device events
-  (kernels in ops, GPU columns filled) and, when ``gpu_traces=True``, one real-format Kineto
-  trace per sample in its run folder (see write_kineto_trace) so HTA can read them.
+  (kernels in ops, GPU columns filled) and, when ``gpu_traces=True``, one Kineto trace per
+  sample in its run folder (``kineto_builders.breakdown_trace``) so HTA can read them.
 
 Numbers are chosen so that medians and ratios are easy to check by hand:
 ttft_ms: CPU run 10, 12, 14, 16 (median 13); other run 20, 24, 28, 32 (median 26; ratio 2).
@@ -16,13 +16,12 @@ generate_ms = 100 + 10 * i and 200 + 20 * i; tokens = 8, so tokens_per_s = 8000 
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from kineto_builders import breakdown_trace, write_run
 
 from analyze.tables import Tables, conform, write_tables
 
@@ -37,87 +36,7 @@ TPOT_MS = {RUN_CPU: [4.0, 4.0, 5.0, 5.0], RUN_GPU: [6.0, 6.0, 7.0, 7.0]}
 VISION_MS = {RUN_CPU: [20.0, 21.0, 22.0, 23.0], RUN_GPU: [40.0, 41.0, 42.0, 43.0]}
 GENERATE_MS = {RUN_CPU: [100.0, 110.0, 120.0, 130.0], RUN_GPU: [200.0, 220.0, 240.0, 260.0]}
 
-# Device events of every synthetic GPU trace: (cat, name, stream, start_us, dur_us), relative
-# to the first kernel. GPU span 0..350 us; kernels busy 100 + 50 (compute) + 50 (memcpy):
-# idle 150 us, compute 150 us, non-compute 50 us.
-DEVICE_EVENTS: tuple[tuple[str, str, int, float, float], ...] = (
-    ("kernel", "ampere_sgemm_128x64_tn", 7, 0.0, 100.0),
-    (
-        "kernel",
-        "void at::native::vectorized_elementwise_kernel<4, at::native::GeluCUDAKernelImpl>",
-        7,
-        150.0,
-        50.0,
-    ),
-    ("gpu_memcpy", "Memcpy DtoH (Device -> Pageable)", 7, 300.0, 50.0),
-)
-
 STAGE_COLUMNS = ("load", "preprocess", "vision", "prefill", "decode", "other", "unlabelled")
-
-
-def write_kineto_trace(path: Path, *, sample_index: int = 0, base_us: float = 1_000_000.0) -> Path:
-    """A small Kineto trace (gzip JSON) with stagetrace labels and DEVICE_EVENTS launched in decode.
-
-    Host: sample#i [0, 1000) > stage4:generate [100, 900) > stage4:prefill [100, 300) and
-    stage4:decode#1 [300, 600); one cudaLaunchKernel / cudaMemcpyAsync per device event with its
-    correlation id. Device events start at base + 400.
-    """
-    pid, tid = 4242, 4242
-
-    def host(name: str, cat: str, start: float, dur: float, **args: object) -> dict:
-        return {
-            "ph": "X",
-            "cat": cat,
-            "name": name,
-            "pid": pid,
-            "tid": tid,
-            "ts": base_us + start,
-            "dur": dur,
-            "args": {"External id": 0, **args},
-        }
-
-    events = [
-        host(f"sample#{sample_index}", "user_annotation", 0.0, 1000.0),
-        host("stage4:generate", "user_annotation", 100.0, 800.0),
-        host("stage4:prefill", "user_annotation", 100.0, 200.0),
-        host("stage4:decode#1", "user_annotation", 300.0, 300.0),
-    ]
-    for i, (cat, name, stream, start, dur) in enumerate(DEVICE_EVENTS):
-        corr = 100 + i
-        launch = "cudaMemcpyAsync" if cat == "gpu_memcpy" else "cudaLaunchKernel"
-        events.append(host(launch, "cuda_runtime", 310.0 + 20 * i, 10.0, correlation=corr))
-        events.append(
-            {
-                "ph": "X",
-                "cat": cat,
-                "name": name,
-                "pid": 0,
-                "tid": stream,
-                "ts": base_us + 400.0 + start,
-                "dur": dur,
-                "args": {
-                    "External id": 0,
-                    "device": 0,
-                    "context": 1,
-                    "stream": stream,
-                    "correlation": corr,
-                    "queued": 0,
-                },
-            }
-        )
-    trace = {
-        "schemaVersion": 1,
-        "distributedInfo": {"rank": 0},
-        "deviceProperties": [{"id": 0, "name": "NVIDIA H100 80GB HBM3", "totalGlobalMem": 85_000_000_000}],
-        "traceEvents": events,
-        "traceName": str(path),
-        "displayTimeUnit": "ms",
-        "baseTimeNanoseconds": 1_700_000_000_000_000_000,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", encoding="utf-8") as f:
-        json.dump(trace, f)
-    return path
 
 
 def _runs(root: Path, gpu: bool) -> pd.DataFrame:
@@ -279,8 +198,7 @@ def make_tables(
         tables[name]["model"] = tables[name]["run_id"].map(MODELS)
     tables = {k: conform(df.loc[df["run_id"].isin(runs)], k) for k, df in tables.items()}
     if gpu and gpu_traces and RUN_GPU in runs:
-        for i in range(N_SAMPLES):
-            write_kineto_trace(root / RUN_GPU / f"sample-{i:05d}.pt.trace.json.gz", sample_index=i)
+        write_run(root / RUN_GPU, [breakdown_trace(i) for i in range(N_SAMPLES)])
     return Tables(**tables)
 
 

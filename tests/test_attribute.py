@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kineto_builders import VLM_EXPECTED, KinetoTrace, vlm_trace
+from kineto_builders import VLM_EXPECTED, vlm_trace
 
 from analyze import vocabulary as voc
 from analyze.attribute import (
@@ -21,6 +21,7 @@ from analyze.attribute import (
 )
 from analyze.parse import Trace, read_trace
 from analyze.stagemap import StageMap
+from benchmarks.kineto import KinetoTrace
 
 DATA = Path(__file__).parent / "data" / "kineto-gpu"
 

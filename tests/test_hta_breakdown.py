@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_fixtures import RUN_GPU, make_tables, write_kineto_trace
+from kineto_builders import breakdown_trace
+from report_fixtures import RUN_GPU, make_tables
 
 from analyze import hta_breakdown as hb
 from analyze.errors import AnalyzeError
@@ -21,7 +22,7 @@ KINETO_GPU = Path("/work/shared/data/kineto-gpu")
 def two_traces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("hta")
     return {
-        f"sample-0000{i}": write_kineto_trace(d / f"sample-0000{i}.pt.trace.json.gz", sample_index=i)
+        f"sample-0000{i}": breakdown_trace(i).write(d / f"sample-0000{i}.pt.trace.json.gz")
         for i in range(2)
     }
 
@@ -32,7 +33,7 @@ def result(two_traces: dict[str, Path]) -> hb.HtaTables:
 
 
 def test_temporal_breakdown_matches_hand_computed_values(result: hb.HtaTables) -> None:
-    # DEVICE_EVENTS: span 0..350 us; gemm 100 + gelu 50 compute, memcpy 50: idle 150.
+    # kineto_builders.DEVICE_EVENTS: span 0..350 us; gemm 100 + gelu 50 compute, memcpy 50: idle 150.
     t = result.temporal
     assert list(t["sample_id"]) == ["sample-00000", "sample-00001"]
     assert (t["run_id"] == "run-a").all()

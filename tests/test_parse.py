@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from kineto_builders import KinetoTrace, vlm_trace
+from kineto_builders import vlm_trace
 
 from analyze.errors import AnalyzeError
 from analyze.parse import read_trace
+from benchmarks.kineto import KinetoTrace
 
 DATA = Path(__file__).parent / "data" / "kineto-gpu"
 
@@ -111,7 +112,7 @@ def test_unreadable_json_names_the_file(tmp_path: Path, content: bytes, message:
 
 
 def test_truncated_gzip_is_an_analyze_error(tmp_path: Path) -> None:
-    whole = gzip.compress(json.dumps(vlm_trace().to_dict()).encode())
+    whole = vlm_trace().write(tmp_path / "whole.json.gz").read_bytes()
     path = tmp_path / "cut.json.gz"
     path.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(AnalyzeError, match="truncated or corrupt gzip"):
@@ -119,7 +120,7 @@ def test_truncated_gzip_is_an_analyze_error(tmp_path: Path) -> None:
 
 
 def test_gzip_of_truncated_json_is_an_analyze_error(tmp_path: Path) -> None:
-    text = json.dumps(vlm_trace().to_dict()).encode()
+    text = vlm_trace().write(tmp_path / "whole.json").read_bytes()
     path = tmp_path / "cut.json.gz"
     path.write_bytes(gzip.compress(text[: len(text) - 40]))
     with pytest.raises(AnalyzeError, match="truncated"):

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from kineto_builders import KinetoTrace, manifest, vlm_trace, write_run
+from kineto_builders import manifest, vlm_trace, write_run
 
 from analyze import vocabulary as voc
 from analyze.summary import format_summary, run_metrics, stage_summary, summary_warnings
 from analyze.tables import Tables, analyze_paths, conform
+from benchmarks.kineto import KinetoTrace
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> Tables:
         manifest("gpu", identity_ok=False),
     )
     write_run(root / "cpu", [vlm_trace("5.x", gpu=False)])
-    plain = KinetoTrace(gpu=False)
+    plain = KinetoTrace(device=None)
     plain.op("aten::mm", 0, 10)
     write_run(root / "foreign", [plain])
     return analyze_paths([root])[0]

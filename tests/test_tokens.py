@@ -6,11 +6,12 @@ import math
 from pathlib import Path
 
 import pytest
-from kineto_builders import VLM_EXPECTED, KinetoTrace, vlm_trace
+from kineto_builders import VLM_EXPECTED, vlm_trace
 
 from analyze.attribute import attribute
 from analyze.parse import read_trace
 from analyze.tokens import TOKEN_COLUMNS, token_steps
+from benchmarks.kineto import KinetoTrace
 
 
 def _steps(t: KinetoTrace, tmp_path: Path):
@@ -43,7 +44,7 @@ def test_cpu_trace_emits_at_the_host_end_of_each_step(tmp_path: Path) -> None:
 
 
 def test_without_generate_label_there_is_no_ttft(tmp_path: Path) -> None:
-    t = KinetoTrace(gpu=False)
+    t = KinetoTrace(device=None)
     t.label("stage4:prefill", 100, 150)
     t.label("stage4:decode#1", 160, 170)
     table, _ = _steps(t, tmp_path)
