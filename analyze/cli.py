@@ -12,8 +12,8 @@ from analyze.cliutil import CONTEXT_SETTINGS, InputError, version_option
 from analyze.discover import OUTPUT_DIR
 from analyze.errors import AnalyzeError
 from analyze.stagemap import combine
-from analyze.summary import format_summary
 from analyze.tables import analyze_paths, write_tables
+from analyze.terminal import format_summary
 
 EXAMPLES = """
 \b
@@ -21,6 +21,7 @@ Examples:
   analyze traces/                                   # every run folder under traces/
   analyze traces/tiny-llava-20261122-231500 --html  # one run, plus report.html
   analyze traces/run-a traces/run-b --out cmp/      # compare two runs
+  analyze traces/ --html --no-hta                   # report.html without HTA's GPU breakdowns
   analyze traces/ --jobs 4                          # analyse traces in 4 processes
   analyze trace.json.gz --stage 'forward=## forward ##' --stage 'backward=## backward ##'
   analyze profiles/ --stage-map stages.toml         # [stages] NAME = "REGEX" entries
@@ -47,6 +48,9 @@ def default_out_dir(first: Path) -> Path:
 )  # fmt: skip
 @click.option("--html", is_flag=True, help="Also write report.html (self-contained plotly report).")
 @click.option("--open", "open_report", is_flag=True, help="Open report.html in a browser (implies --html).")
+@click.option("--no-hta", "no_hta", is_flag=True,
+              help="Leave HolisticTraceAnalysis's GPU breakdowns out of report.html "
+                   "(HTA re-reads the traces; slow on long runs).")  # fmt: skip
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Analyse traces in this many processes.")  # fmt: skip
 @click.option("--stage", "stages", multiple=True, metavar="NAME=REGEX",
@@ -60,6 +64,7 @@ def main(
     out: Path | None,
     html: bool,
     open_report: bool,
+    no_hta: bool,
     jobs: int,
     stages: tuple[str, ...],
     stage_map: Path | None,
@@ -83,9 +88,11 @@ def main(
             click.echo(format_summary(tables))
             click.echo(f"\ntables: {out_dir}/{{runs,samples,stages,tokens,ops}}.parquet")
         if html or open_report:
+            from analyze import hta_breakdown
             from analyze.report import write_report
 
-            report = write_report(tables, out_dir / "report.html")
+            hta = None if no_hta else hta_breakdown.compute_hta(tables)
+            report = write_report(tables, hta, out_dir / "report.html")
             click.echo(f"report: {report}")
             if open_report:
                 webbrowser.open(Path(report).resolve().as_uri())

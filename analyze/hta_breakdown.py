@@ -11,7 +11,9 @@ spoil the others, and HTA's cross-rank alignment and ProfilerStep filtering neve
 
 Every function returns plain DataFrames with stagetrace's column names (units in the names);
 plotting is the report's job. HTA is optional at run time: when it is missing or fails, the
-functions raise AnalyzeError with a one-line reason, and the report shows that reason.
+functions raise AnalyzeError with a one-line reason. :func:`compute_hta` runs HTA on every GPU
+run of an analysis and keeps that reason per run; the CLI calls it before rendering, and the
+report only draws what it returns (no rendering module imports this one).
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from analyze.errors import AnalyzeError
+
+if TYPE_CHECKING:
+    from analyze.tables import Tables
 
 # HTA parses every trace it is given into memory; a long run is summarised from an evenly
 # spaced subset of its samples so that the report stays quick and bounded in memory.
@@ -68,6 +74,8 @@ class HtaTables:
     kernels: one row per sample x kernel: HTA's most time-consuming kernels per type (the
       rest folded into a row named "others").
     idle: one row per sample x stream x idle category (host_wait, kernel_wait, other).
+    top_kernels: kernel_summary of ``kernels`` (the top kernels by time per sample).
+    stream_idle: idle_by_stream of ``idle`` (idle ms per stream and category, over the samples).
     sample_ids: the samples HTA analysed (at most MAX_SAMPLES of the run).
     failures: one line per sample HTA failed on: ``sample_id: Error: reason``.
     """
@@ -76,8 +84,23 @@ class HtaTables:
     kernel_types: pd.DataFrame
     kernels: pd.DataFrame
     idle: pd.DataFrame
+    top_kernels: pd.DataFrame
+    stream_idle: pd.DataFrame
     sample_ids: tuple[str, ...]
     failures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HtaResults:
+    """HTA's breakdowns of the GPU runs of an analysis, computed before a report is rendered.
+
+    version: the installed HolisticTraceAnalysis version (None: not installed).
+    runs: run_id -> its HtaTables, or the one-line reason HTA could not analyse it (not
+      installed, no trace file left, failed on every trace). CPU-only runs have no entry.
+    """
+
+    version: str | None
+    runs: Mapping[str, HtaTables | str]
 
 
 def hta_version() -> str | None:
@@ -259,14 +282,35 @@ def run_hta(run_id: str, traces: Mapping[str, Path]) -> HtaTables:
         .groupby("kernel_type", as_index=False, sort=False)["sum"]
         .sum()
     )
+    kernels = pd.concat(frames["kernels"], ignore_index=True)
+    idle = pd.concat(frames["idle"], ignore_index=True)
     return HtaTables(
         temporal=pd.concat(frames["temporal"], ignore_index=True),
         kernel_types=kernel_type_table(summed_types, run_id),
-        kernels=pd.concat(frames["kernels"], ignore_index=True),
-        idle=pd.concat(frames["idle"], ignore_index=True),
+        kernels=kernels,
+        idle=idle,
+        top_kernels=kernel_summary(kernels, len(ok)),
+        stream_idle=idle_by_stream(idle),
         sample_ids=tuple(ok),
         failures=tuple(failures),
     )
+
+
+def compute_hta(tables: Tables, *, max_samples: int = MAX_SAMPLES) -> HtaResults:
+    """HTA's breakdowns of every GPU run of ``tables`` (select_traces, then run_hta).
+
+    Reads the runs' trace files again (runs.trace_dir / samples.trace_file). A run HTA cannot
+    analyse gets the one-line reason instead of its tables, so one failing run never hides the
+    others; CPU-only runs are left out (HTA's breakdowns are of GPU time).
+    """
+    results: dict[str, HtaTables | str] = {}
+    for run_id in tables.runs.loc[tables.runs["has_gpu"].astype(bool), "run_id"]:
+        try:
+            traces = select_traces(tables.runs, tables.samples, str(run_id), max_samples=max_samples)
+            results[str(run_id)] = run_hta(str(run_id), traces)
+        except AnalyzeError as exc:
+            results[str(run_id)] = str(exc)
+    return HtaResults(version=hta_version(), runs=results)
 
 
 def kernel_summary(kernels: pd.DataFrame, n_samples: int, *, top: int = 12) -> pd.DataFrame:

@@ -1,13 +1,14 @@
-"""The terminal summary of an analysis: per-run metrics and a text rendering (DataFrames in, text out).
+"""The numbers of an analysis: per-run metrics and the summaries the terminal and the report show.
 
-Per run: a stage table (host self time mean/p50/p90 over samples, GPU kernel time, share of
-the wall time), vision-vs-LLM shares, TTFT, TPOT (mean, p50, p90, p99 over every decode token of
-the run), tokens/s, and warnings (unattributed device time, missing labels, failed checks).
+Pure functions over the tables, returning DataFrames; no text, no HTML, no plotting. The one
+per-run metrics function, :func:`run_metrics`, feeds both the terminal summary and the report's
+"at a glance" table, so the two always show the same numbers. Its headline statistic is the
+median over a run's samples; means and percentiles are there for the spread.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,117 +17,218 @@ from analyze import vocabulary as voc
 from analyze.tables import Tables
 from analyze.trace_tables import stage_sort_key
 
+# samples.parquet's stage columns, in display order, with a label each; they add up to total_ms.
+STAGE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("load_ms", "load"),
+    ("preprocess_ms", "preprocess"),
+    ("vision_ms", "vision"),
+    ("prefill_ms", "prefill"),
+    ("decode_ms", "decode"),
+    ("other_ms", "other (generate)"),
+    ("unlabelled_ms", "unlabelled"),
+)
+
 RUN_METRIC_COLUMNS = (
     "run_id",
     "model",
     "n_samples",
     "total_ms",
+    "total_mean_ms",
+    "total_p90_ms",
     "ttft_ms",
-    "ttft_p50_ms",
+    "ttft_mean_ms",
     "ttft_p90_ms",
     "tpot_ms",
-    "tpot_p50_ms",
+    "tpot_mean_ms",
     "tpot_p90_ms",
     "tpot_p99_ms",
+    "n_decode_tokens",
     "tokens",
     "tokens_per_s",
+    "vision_ms",
     "vision_share_host",
     "llm_share_host",
     "vision_share_gpu",
     "llm_share_gpu",
-    "gpu_kernel_ms",
-    "gpu_busy_ms",
+    "largest_stage",
+    "gpu_kernel_mean_ms",
+    "gpu_busy_mean_ms",
     "unattributed_gpu_ms",
 )
+# headline column -> its ratio column in comparison_table
+RATIO_COLUMNS: dict[str, str] = {
+    "total_ms": "total_ratio",
+    "ttft_ms": "ttft_ratio",
+    "tpot_ms": "tpot_ratio",
+    "vision_ms": "vision_ratio",
+    "tokens_per_s": "tokens_per_s_ratio",
+}
 
 
-def _pct(values: pd.Series, q: float) -> float:
-    values = values.dropna()
-    return float(np.percentile(values, q)) if len(values) else math.nan
+def run_metrics(tables: Tables, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per run (RUN_METRIC_COLUMNS), in the order of ``run_ids`` (default: the runs table's).
+
+    Headline, the median over the run's samples: total_ms (wall), ttft_ms, tpot_ms (each
+    sample's mean time per decode token), tokens_per_s (each sample's tokens / generate() time),
+    vision_ms. Spread: total_mean_ms, total_p90_ms, ttft_mean_ms, ttft_p90_ms over samples;
+    tpot_mean_ms, tpot_p90_ms, tpot_p99_ms pooled over every decode token of the run
+    (n_decode_tokens). Shares of vision + LLM time (host self time, GPU kernel time) are means of
+    the samples' shares; largest_stage is the stage column with the largest median share of wall
+    time. gpu_kernel_mean_ms and gpu_busy_mean_ms are means per sample (means, so that the stage
+    table's means add up to them); tokens and unattributed_gpu_ms are sums over the samples.
+    """
+    ids = [str(r) for r in (tables.runs["run_id"] if run_ids is None else run_ids)]
+    index = pd.Index(ids, name="run_id")
+    samples = tables.samples.loc[tables.samples["run_id"].isin(ids)]
+    by_run = samples.groupby("run_id", sort=False)
+    medians = by_run[["total_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "vision_ms"]].median()
+    means = by_run[
+        [
+            "total_ms",
+            "ttft_ms",
+            "vision_share_host",
+            "llm_share_host",
+            "vision_share_gpu",
+            "llm_share_gpu",
+            "gpu_kernel_ms",
+            "gpu_busy_ms",
+        ]
+    ].mean()
+    p90 = by_run[["total_ms", "ttft_ms"]].quantile(0.9)
+    sums = by_run[["tokens", "unattributed_gpu_ms"]].sum()
+    tokens = tables.tokens
+    decode = tokens.loc[tokens["run_id"].isin(ids) & (tokens["step"] > 0)].groupby("run_id")["latency_ms"]
+    out = pd.DataFrame(
+        {
+            "model": tables.runs.set_index("run_id")["model"].reindex(index),
+            "n_samples": by_run.size().reindex(index).fillna(0).astype("int64"),
+            "total_ms": medians["total_ms"].reindex(index),
+            "total_mean_ms": means["total_ms"].reindex(index),
+            "total_p90_ms": p90["total_ms"].reindex(index),
+            "ttft_ms": medians["ttft_ms"].reindex(index),
+            "ttft_mean_ms": means["ttft_ms"].reindex(index),
+            "ttft_p90_ms": p90["ttft_ms"].reindex(index),
+            "tpot_ms": medians["tpot_ms"].reindex(index),
+            "tpot_mean_ms": decode.mean().reindex(index),
+            "tpot_p90_ms": decode.quantile(0.9).reindex(index),
+            "tpot_p99_ms": decode.quantile(0.99).reindex(index),
+            "n_decode_tokens": decode.count().reindex(index).fillna(0).astype("int64"),
+            "tokens": sums["tokens"].reindex(index).fillna(0).astype("int64"),
+            "tokens_per_s": medians["tokens_per_s"].reindex(index),
+            "vision_ms": medians["vision_ms"].reindex(index),
+            "vision_share_host": means["vision_share_host"].reindex(index),
+            "llm_share_host": means["llm_share_host"].reindex(index),
+            "vision_share_gpu": means["vision_share_gpu"].reindex(index),
+            "llm_share_gpu": means["llm_share_gpu"].reindex(index),
+            "largest_stage": _largest_stage(samples).reindex(index),
+            "gpu_kernel_mean_ms": means["gpu_kernel_ms"].reindex(index),
+            "gpu_busy_mean_ms": means["gpu_busy_ms"].reindex(index),
+            "unattributed_gpu_ms": sums["unattributed_gpu_ms"].reindex(index).fillna(0.0),
+        },
+        index=index,
+    )
+    return out.reset_index()[list(RUN_METRIC_COLUMNS)]
 
 
-def _mean(values: pd.Series) -> float:
-    values = values.dropna()
-    return float(values.mean()) if len(values) else math.nan
+def _largest_stage(samples: pd.DataFrame) -> pd.Series:
+    """Per run, the label of the stage column with the largest median share of wall time."""
+    cols = [c for c, _ in STAGE_COLUMNS]
+    shares = samples[cols].div(samples["total_ms"].where(samples["total_ms"] > 0), axis=0)
+    median_shares = shares.groupby(samples["run_id"], sort=False).median()
+    largest = median_shares.fillna(-1.0).idxmax(axis=1).map(dict(STAGE_COLUMNS))
+    return largest.where(median_shares.notna().any(axis=1)).astype(object)
 
 
-def _share(part: float, other: float) -> float:
-    whole = part + other
-    return part / whole if whole > 0 else math.nan
+def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """``metrics`` (rows of run_metrics) with each headline's ratio to the first row's.
 
-
-def run_metrics(tables: Tables) -> pd.DataFrame:
-    """One row per run (RUN_METRIC_COLUMNS): means over samples; TPOT percentiles pooled over
-    every decode token of the run; tokens/s = all tokens / all generate() time; shares from
-    the run's summed times."""
-    rows = []
-    for run in tables.runs.itertuples(index=False):
-        s = tables.samples[tables.samples["run_id"] == run.run_id]
-        t = tables.tokens[tables.tokens["run_id"] == run.run_id]
-        decode = t.loc[t["step"] > 0, "latency_ms"]
-        timed = s[s["generate_ms"].notna() & (s["tokens"] > 0)]
-        gen_ms = float(timed["generate_ms"].sum())
-        vision, llm = (
-            float(s["vision_ms"].sum()),
-            float(s[["prefill_ms", "decode_ms", "other_ms"]].sum().sum()),
-        )
-        vision_gpu, llm_gpu = float(s["vision_gpu_ms"].sum()), float(s["llm_gpu_ms"].sum())
-        rows.append(
-            {
-                "run_id": run.run_id,
-                "model": run.model,
-                "n_samples": len(s),
-                "total_ms": _mean(s["total_ms"]),
-                "ttft_ms": _mean(s["ttft_ms"]),
-                "ttft_p50_ms": _pct(s["ttft_ms"], 50),
-                "ttft_p90_ms": _pct(s["ttft_ms"], 90),
-                "tpot_ms": _mean(decode),
-                "tpot_p50_ms": _pct(decode, 50),
-                "tpot_p90_ms": _pct(decode, 90),
-                "tpot_p99_ms": _pct(decode, 99),
-                "tokens": int(s["tokens"].sum()),
-                "tokens_per_s": timed["tokens"].sum() / gen_ms * 1000.0 if gen_ms > 0 else math.nan,
-                "vision_share_host": _share(vision, llm),
-                "llm_share_host": _share(llm, vision),
-                "vision_share_gpu": _share(vision_gpu, llm_gpu) if run.has_gpu else math.nan,
-                "llm_share_gpu": _share(llm_gpu, vision_gpu) if run.has_gpu else math.nan,
-                "gpu_kernel_ms": _mean(s["gpu_kernel_ms"]),
-                "gpu_busy_ms": _mean(s["gpu_busy_ms"]),
-                "unattributed_gpu_ms": float(s["unattributed_gpu_ms"].sum()),
-            }
-        )
-    return pd.DataFrame(rows, columns=list(RUN_METRIC_COLUMNS))
+    Adds RATIO_COLUMNS (total_ratio, ttft_ratio, tpot_ratio, vision_ratio, tokens_per_s_ratio);
+    NaN where the first run's value is missing or zero. The order of the rows picks the baseline.
+    """
+    out = metrics.reset_index(drop=True).copy()
+    for col, ratio in RATIO_COLUMNS.items():
+        base = float(out[col].iloc[0]) if len(out) else np.nan
+        out[ratio] = out[col] / base if base and np.isfinite(base) else np.nan
+    return out
 
 
 def stage_summary(tables: Tables, run_id: str) -> pd.DataFrame:
     """Per stage of one run: host self ms (mean, p50, p90 over its samples, 0 where a sample
-    lacks the stage), mean GPU kernel ms, and share of the mean wall time."""
-    samples = tables.samples.loc[tables.samples["run_id"] == run_id, "sample_id"]
+    lacks the stage), mean GPU kernel ms, and share of the mean wall time (means add up)."""
+    columns = ["stage", "host_self_ms", "host_self_p50_ms", "host_self_p90_ms", "gpu_kernel_ms", "share"]
+    run_samples = tables.samples.loc[tables.samples["run_id"] == run_id]
     stages = tables.stages[tables.stages["run_id"] == run_id]
     seen = list(dict.fromkeys(stages["stage"]))
+    if not seen:
+        return pd.DataFrame({c: pd.Series(dtype="object" if c == "stage" else "float64") for c in columns})
     order = sorted(seen, key=lambda stage: stage_sort_key(stage, seen.index(stage)))
     wide = stages.pivot_table(
         index="sample_id", columns="stage", values=["host_self_ms", "gpu_kernel_ms"], aggfunc="sum"
-    ).reindex(index=samples, fill_value=0.0)
+    ).reindex(index=run_samples["sample_id"], fill_value=0.0)
     wide = wide.fillna(0.0)
-    total = _mean(tables.samples.loc[tables.samples["run_id"] == run_id, "total_ms"])
-    rows = []
-    for stage in order:
-        host = wide[("host_self_ms", stage)]
-        rows.append(
-            {
-                "stage": stage,
-                "host_self_ms": float(host.mean()),
-                "host_self_p50_ms": _pct(host, 50),
-                "host_self_p90_ms": _pct(host, 90),
-                "gpu_kernel_ms": float(wide[("gpu_kernel_ms", stage)].mean()),
-                "share": float(host.mean()) / total if total > 0 else math.nan,
-            }
-        )
-    return pd.DataFrame(
-        rows,
-        columns=["stage", "host_self_ms", "host_self_p50_ms", "host_self_p90_ms", "gpu_kernel_ms", "share"],
+    host = wide["host_self_ms"].reindex(columns=order)
+    mean_ms = host.mean()
+    total_ms = run_samples["total_ms"].mean()
+    out = pd.DataFrame(
+        {
+            "stage": order,
+            "host_self_ms": mean_ms.to_numpy(),
+            "host_self_p50_ms": host.quantile(0.5).to_numpy(),
+            "host_self_p90_ms": host.quantile(0.9).to_numpy(),
+            "gpu_kernel_ms": wide["gpu_kernel_ms"].reindex(columns=order).mean().to_numpy(),
+            "share": (mean_ms / total_ms).to_numpy() if total_ms > 0 else np.nan,
+        }
     )
+    return out[columns]
+
+
+def stage_medians(samples: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
+    """Median ms per sample of each STAGE_COLUMNS stage: one row per run (index run_id, in the
+    order given), one column per stage label; NaN for a run without samples."""
+    cols = [c for c, _ in STAGE_COLUMNS]
+    sub = samples.loc[samples["run_id"].isin(run_ids)]
+    medians = sub.groupby("run_id", sort=False)[cols].median().reindex(list(run_ids))
+    return medians.rename(columns=dict(STAGE_COLUMNS))
+
+
+def token_latency_bands(tokens: pd.DataFrame) -> pd.DataFrame:
+    """Per run and decode step (step >= 1): median, p10 and p90 of latency_ms over samples."""
+    dec = tokens.loc[tokens["step"] >= 1]
+    grouped = dec.groupby(["run_id", "step"], sort=True)["latency_ms"]
+    out = pd.DataFrame(
+        {
+            "median_ms": grouped.median(),
+            "p10_ms": grouped.quantile(0.1),
+            "p90_ms": grouped.quantile(0.9),
+            "n_samples": grouped.size(),
+        }
+    )
+    return out.reset_index()
+
+
+def top_ops(ops: pd.DataFrame, run_id: str, kind: str, n_samples: int, *, top: int = 5) -> pd.DataFrame:
+    """The ``top`` names of ``kind`` per stage of a run by mean time per sample.
+
+    Columns: stage, name, per_sample_ms, count_per_sample, share (of the stage's ``kind`` time);
+    stages in vocabulary order, then any stage-map names.
+    """
+    sub = ops.loc[(ops["run_id"] == run_id) & (ops["kind"] == kind)]
+    grouped = sub.groupby(["stage", "name"], as_index=False)[["total_us", "count"]].sum()
+    per = max(n_samples, 1)
+    grouped["per_sample_ms"] = grouped["total_us"] / per / 1000.0
+    grouped["count_per_sample"] = grouped["count"] / per
+    grouped["share"] = grouped["total_us"] / grouped.groupby("stage")["total_us"].transform("sum")
+    order = {s: i for i, s in enumerate(voc.STAGE_ORDER)}
+    grouped["stage_order"] = grouped["stage"].map(order).fillna(len(order))
+    grouped = grouped.sort_values(["stage_order", "stage", "total_us"], ascending=[True, True, False])
+    out = grouped.groupby("stage", sort=False).head(top)
+    return out[["stage", "name", "per_sample_ms", "count_per_sample", "share"]].reset_index(drop=True)
+
+
+def ops_kind(ops: pd.DataFrame, run: pd.Series) -> str:
+    """The ops kind a run's section ranks: "kernel" where the run has GPU kernels, else "cpu_op"."""
+    has_kernels = bool(((ops["run_id"] == run["run_id"]) & (ops["kind"] == "kernel")).any())
+    return "kernel" if bool(run["has_gpu"]) and has_kernels else "cpu_op"
 
 
 def _failed(check: object) -> bool:
@@ -171,76 +273,3 @@ def summary_warnings(tables: Tables) -> list[str]:
                 f"run {run.run_id}: capture's accounting check FAILED (run.json verification.accounting)"
             )
     return out
-
-
-def _num(value: float, unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    text = f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
-    return text + unit
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _pc(value: float) -> str:
-    return "-" if math.isnan(value) else f"{100 * value:.1f}%"
-
-
-def format_run(tables: Tables, run_id: str, metrics: pd.Series) -> str:
-    """The summary block of one run."""
-    run = tables.runs[tables.runs["run_id"] == run_id].iloc[0]
-    facts = [f"model {run['model']}" if run["model"] else "", run["mode"], run["device"], run["gpu_name"]]
-    skipped = f", {run['n_skipped']} skipped" if run["n_skipped"] else ""
-    header = "  ".join(
-        [f"run {run_id}", *(f for f in facts if f), f"({_count(run['n_samples'], 'trace')}{skipped})"]
-    )
-    if not run["n_samples"]:
-        return header + "\n  no trace of this run could be read"
-    lines = [header]
-    stages = stage_summary(tables, run_id)
-    width = max([len("stage"), *stages["stage"].str.len()]) + 2
-    head = f"  {'stage':<{width}}{'self ms':>10}{'p50':>10}{'p90':>10}{'GPU kernel ms':>15}{'share':>8}"
-    lines += [head, "  " + "-" * (len(head) - 2)]
-    for r in stages.itertuples(index=False):
-        lines.append(
-            f"  {r.stage:<{width}}{_num(r.host_self_ms):>10}{_num(r.host_self_p50_ms):>10}"
-            f"{_num(r.host_self_p90_ms):>10}{_num(r.gpu_kernel_ms):>15}{_pc(r.share):>8}"
-        )
-    lines.append(
-        f"  {'total (wall)':<{width}}{_num(metrics.total_ms):>10}{'':>20}{_num(metrics.gpu_kernel_ms):>15}"
-    )
-    m = metrics
-    shares = []
-    if not math.isnan(m.vision_share_host):
-        shares.append(f"host {_pc(m.vision_share_host)} / {_pc(m.llm_share_host)}")
-    if not math.isnan(m.vision_share_gpu):
-        shares.append(f"GPU kernels {_pc(m.vision_share_gpu)} / {_pc(m.llm_share_gpu)}")
-    if shares:
-        lines.append("  vision vs LLM: " + ", ".join(shares))
-    if run["has_gpu"]:
-        lines.append(f"  GPU busy {_num(m.gpu_busy_ms, ' ms')} per sample (union over streams)")
-    if m.tokens:
-        timeline = "device" if run["has_gpu"] else "host"
-        lines.append(
-            f"  TTFT {_num(m.ttft_ms, ' ms')} (p50 {_num(m.ttft_p50_ms)}, p90 {_num(m.ttft_p90_ms)})"
-        )
-        lines.append(
-            f"  TPOT {_num(m.tpot_ms, ' ms')} (p50 {_num(m.tpot_p50_ms)}, p90 {_num(m.tpot_p90_ms)}"
-            f", p99 {_num(m.tpot_p99_ms)})   {_num(m.tokens_per_s)} tokens/s"
-            f"   ({m.tokens} tokens, {timeline} timeline)"
-        )
-    else:
-        lines.append("  no generation steps (no stage4:prefill / stage4:decode#k labels): no TTFT or TPOT")
-    return "\n".join(lines)
-
-
-def format_summary(tables: Tables) -> str:
-    """The whole terminal summary: one block per run, then the warnings."""
-    metrics = run_metrics(tables).set_index("run_id", drop=False)
-    blocks = [format_run(tables, run_id, metrics.loc[run_id]) for run_id in tables.runs["run_id"]]
-    warnings = summary_warnings(tables)
-    if warnings:
-        blocks.append("warnings:\n" + "\n".join(f"  - {w}" for w in warnings))
-    return "\n\n".join(blocks)

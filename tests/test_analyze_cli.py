@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 from kineto_builders import manifest, vlm_trace, write_run
 
+from analyze import hta_breakdown
 from analyze.cli import main
 
 DATA = Path(__file__).parent / "data" / "kineto-gpu"
@@ -153,33 +154,70 @@ def test_jobs_2_gives_the_same_tables_as_jobs_1(run_dir: Path, tmp_path: Path) -
 
 
 def test_html_and_open_call_the_report(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[object, Path]] = []
+    calls: list[tuple[object, object, Path]] = []
+    computed = object()
 
-    def write_report(tables: object, out_path: Path, *, hta: bool = True) -> Path:
-        calls.append((tables, out_path))
+    def write_report(tables: object, hta: object, out_path: Path) -> Path:
+        calls.append((tables, hta, out_path))
         out_path.write_text("<html></html>")
         return out_path
 
     fake = types.ModuleType("analyze.report")
     fake.write_report = write_report  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "analyze.report", fake)
+    monkeypatch.setattr(hta_breakdown, "compute_hta", lambda tables: computed)
     opened: list[str] = []
     monkeypatch.setattr("webbrowser.open", opened.append)
 
     result = _run(run_dir, "--html")
     assert result.exit_code == 0, result.output
-    assert calls[-1][1] == run_dir / "analysis" / "report.html"
+    assert calls[-1][2] == run_dir / "analysis" / "report.html"
+    assert calls[-1][1] is computed  # HTA's results are computed by the CLI and passed in
     assert f"report: {run_dir / 'analysis' / 'report.html'}" in result.stdout
     assert opened == []
     assert _run(run_dir, "--open").exit_code == 0
     assert len(calls) == 2 and opened == [(run_dir / "analysis" / "report.html").resolve().as_uri()]
 
 
+def test_no_hta_renders_the_report_without_calling_hta(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_hta(tables: object) -> None:
+        raise AssertionError("HTA was called despite --no-hta")
+
+    monkeypatch.setattr(hta_breakdown, "compute_hta", no_hta)
+    monkeypatch.setattr(hta_breakdown, "run_hta", no_hta)
+    result = _run(run_dir, "--html", "--no-hta", "-q")
+    assert result.exit_code == 0, result.output
+    page = (run_dir / "analysis" / "report.html").read_text(encoding="utf-8")
+    assert "HTA breakdowns were not computed for this report (HTA turned off)." in page
+    assert "HolisticTraceAnalysis turned off" in page
+    assert 'id="run-0-stages"' in page and "run-0-hta" not in page
+
+
+def test_html_passes_the_cli_hta_results_to_the_report(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[object] = []
+
+    def fake_hta(tables: object) -> hta_breakdown.HtaResults:
+        seen.append(tables)
+        return hta_breakdown.HtaResults(version="9.9.9", runs={"r1": "HTA says no"})
+
+    monkeypatch.setattr(hta_breakdown, "compute_hta", fake_hta)
+    result = _run(run_dir, "--html", "-q")
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 1
+    page = (run_dir / "analysis" / "report.html").read_text(encoding="utf-8")
+    assert "HTA could not analyse this run: HTA says no." in page
+    assert "HolisticTraceAnalysis 9.9.9" in page
+
+
 def test_analyze_does_not_import_torch() -> None:
     code = (
         "import sys; import analyze.cli, analyze.tables, analyze.parse, analyze.attribute, analyze.tokens, "
         "analyze.trace_tables, analyze.summary, analyze.stagemap, analyze.discover, analyze.report, "
-        "analyze.hta_breakdown, hta.trace_analysis; "
+        "analyze.figures, analyze.terminal, analyze.hta_breakdown, hta.trace_analysis; "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -73,7 +73,7 @@ def test_the_report_shows_every_model_in_every_comparison_figure(three_models: P
     from analyze.tables import analyze_paths
 
     tables, _ = analyze_paths([three_models / "traces"])
-    rep = report.render_report(tables, hta=False)
+    rep = report.render_report(tables, None)
     run_ids = set(tables.runs["run_id"])
     assert rep.comparison_ids
     for div_id in rep.comparison_ids:

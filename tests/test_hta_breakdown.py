@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from kineto_builders import breakdown_trace
-from report_fixtures import RUN_GPU, make_tables
+from report_fixtures import RUN_CPU, RUN_GPU, make_tables
 
 from analyze import hta_breakdown as hb
 from analyze.errors import AnalyzeError
@@ -58,6 +58,7 @@ def test_kernel_breakdowns_are_summed_over_samples(result: hb.HtaTables) -> None
     assert summary.iloc[0]["name"] == "ampere_sgemm_128x64_tn"
     assert summary.iloc[0]["per_sample_ms"] == pytest.approx(0.1)
     assert summary.iloc[0]["share"] == pytest.approx(200 / 400)
+    pd.testing.assert_frame_equal(result.top_kernels, summary)  # computed once, with the breakdowns
 
 
 def test_idle_breakdown_per_stream(result: hb.HtaTables) -> None:
@@ -66,6 +67,7 @@ def test_idle_breakdown_per_stream(result: hb.HtaTables) -> None:
     assert idle.groupby("sample_id")["idle_us"].sum().tolist() == [150.0, 150.0]
     by_stream = hb.idle_by_stream(idle)
     assert by_stream["idle_ms"].sum() == pytest.approx(0.3)
+    pd.testing.assert_frame_equal(result.stream_idle, by_stream)
     assert result.failures == ()
     assert result.sample_ids == ("sample-00000", "sample-00001")
 
@@ -137,3 +139,19 @@ def test_select_traces_without_any_file_is_an_error(tmp_path: Path) -> None:
     tables = make_tables(tmp_path, gpu=True, gpu_traces=False)
     with pytest.raises(AnalyzeError, match="no trace file of run"):
         hb.select_traces(tables.runs, tables.samples, RUN_GPU)
+
+
+def test_compute_hta_covers_every_gpu_run_and_keeps_each_reason(tmp_path: Path) -> None:
+    tables = make_tables(tmp_path, gpu=True, gpu_traces=True)
+    out = hb.compute_hta(tables, max_samples=2)
+    assert out.version == hb.hta_version() and out.version
+    assert set(out.runs) == {RUN_GPU}  # the CPU-only run is left out
+    result = out.runs[RUN_GPU]
+    assert isinstance(result, hb.HtaTables)
+    assert result.sample_ids == ("sample-00000", "sample-00003")  # evenly spaced, at most 2
+    assert result.temporal["idle_us"].tolist() == [150.0, 150.0]
+    # a GPU run whose traces are gone gets its one-line reason instead of tables
+    bare = make_tables(tmp_path / "bare", gpu=True, gpu_traces=False)
+    reason = hb.compute_hta(bare).runs[RUN_GPU]
+    assert isinstance(reason, str) and reason.startswith(f"no trace file of run {RUN_GPU!r} found in ")
+    assert RUN_CPU not in hb.compute_hta(bare).runs

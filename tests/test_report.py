@@ -1,9 +1,11 @@
-"""report.html: sections, notes, comparison numbers by hand, and a real headless-browser render."""
+"""report.html: sections, notes, comparison numbers by hand, escaping, and a real headless-browser render."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,9 +13,10 @@ import numpy as np
 import pandas as pd
 import plotly.offline
 import pytest
+from markupsafe import escape
 from report_fixtures import RUN_CPU, RUN_GPU, make_tables
 
-from analyze import report
+from analyze import figures, hta_breakdown, report, summary
 from analyze.errors import AnalyzeError
 from analyze.tables import Tables
 
@@ -30,9 +33,14 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def gpu_report(tmp_path_factory: pytest.TempPathFactory) -> report.Report:
-    """Two runs (CPU and GPU with real-format traces), HTA on."""
+    """Two runs (CPU and GPU with real-format traces), HTA's results computed first."""
     tables = make_tables(tmp_path_factory.mktemp("traces"), gpu=True, gpu_traces=True)
-    return report.render_report(tables)
+    return report.render_report(tables, hta_breakdown.compute_hta(tables))
+
+
+def _render_with_hta(tables: Tables) -> report.Report:
+    """Compute HTA's results as the CLI does, then render."""
+    return report.render_report(tables, hta_breakdown.compute_hta(tables))
 
 
 def _plot_json(page: str, div_id: str) -> str:
@@ -46,8 +54,8 @@ def _plot_json(page: str, div_id: str) -> str:
 
 
 def test_comparison_table_by_hand(tmp_path: Path) -> None:
-    samples = make_tables(tmp_path).samples
-    t = report.comparison_table(samples, [RUN_CPU, RUN_GPU]).set_index("run_id")
+    tables = make_tables(tmp_path)
+    t = summary.comparison_table(summary.run_metrics(tables, [RUN_CPU, RUN_GPU])).set_index("run_id")
     assert list(t.index) == [RUN_CPU, RUN_GPU]
     assert t.loc[RUN_CPU, "ttft_ms"] == 13.0 and t.loc[RUN_GPU, "ttft_ms"] == 26.0
     assert t.loc[RUN_GPU, "ttft_ratio"] == pytest.approx(2.0)
@@ -61,13 +69,13 @@ def test_comparison_table_by_hand(tmp_path: Path) -> None:
     assert t.loc[RUN_CPU, "largest_stage"] == "decode"
     assert np.isnan(t.loc[RUN_CPU, "vision_share_gpu"])
     # the order given decides the baseline
-    flipped = report.comparison_table(samples, [RUN_GPU, RUN_CPU]).set_index("run_id")
+    flipped = summary.comparison_table(summary.run_metrics(tables, [RUN_GPU, RUN_CPU])).set_index("run_id")
     assert flipped.loc[RUN_CPU, "ttft_ratio"] == pytest.approx(0.5)
 
 
 def test_token_latency_bands_by_hand(tmp_path: Path) -> None:
     tokens = make_tables(tmp_path).tokens
-    bands = report.token_latency_bands(tokens).set_index(["run_id", "step"])
+    bands = summary.token_latency_bands(tokens).set_index(["run_id", "step"])
     # step 1 of the CPU run: tpot + 0.1 * (1 - 4) = 3.7, 3.7, 4.7, 4.7
     row = bands.loc[(RUN_CPU, 1)]
     assert row["median_ms"] == pytest.approx(4.2)
@@ -79,9 +87,9 @@ def test_token_latency_bands_by_hand(tmp_path: Path) -> None:
 def test_top_ops_picks_kernels_on_gpu_runs(tmp_path: Path) -> None:
     tables = make_tables(tmp_path, gpu=True)
     runs = tables.runs.set_index("run_id", drop=False)
-    assert report.ops_kind(tables.ops, runs.loc[RUN_GPU]) == "kernel"
-    assert report.ops_kind(tables.ops, runs.loc[RUN_CPU]) == "cpu_op"
-    top = report.top_ops(tables.ops, RUN_CPU, "cpu_op", 4)
+    assert summary.ops_kind(tables.ops, runs.loc[RUN_GPU]) == "kernel"
+    assert summary.ops_kind(tables.ops, runs.loc[RUN_CPU]) == "cpu_op"
+    top = summary.top_ops(tables.ops, RUN_CPU, "cpu_op", 4)
     assert list(dict.fromkeys(top["stage"])) == ["stage3:vision", "stage4:prefill", "stage4:decode"]
     decode = top.loc[top["stage"] == "stage4:decode"].iloc[0]
     assert decode["name"] == "aten::linear"
@@ -93,7 +101,7 @@ def test_top_ops_picks_kernels_on_gpu_runs(tmp_path: Path) -> None:
 
 
 def test_sections_header_and_verification(tmp_path: Path) -> None:
-    rep = report.render_report(make_tables(tmp_path), hta=False)
+    rep = report.render_report(make_tables(tmp_path), None)
     page = rep.html
     for text in (
         "stagetrace report",
@@ -143,7 +151,7 @@ def test_two_models_appear_in_every_comparison_figure(gpu_report: report.Report)
         for run in (RUN_CPU, RUN_GPU):
             assert f'"name":"{run}"' in plot, (div_id, run)
     # consistent colours: a run has the same colour in every comparison figure
-    colours = report.run_colours([RUN_CPU, RUN_GPU])
+    colours = figures.run_colours([RUN_CPU, RUN_GPU])
     for div_id in gpu_report.comparison_ids:
         for trace in gpu_report.figures[div_id].data:
             if trace.name in colours and trace.type == "bar":
@@ -151,17 +159,17 @@ def test_two_models_appear_in_every_comparison_figure(gpu_report: report.Report)
 
 
 def test_single_run_has_no_comparison(tmp_path: Path) -> None:
-    rep = report.render_report(make_tables(tmp_path, runs=[RUN_CPU]), hta=False)
+    rep = report.render_report(make_tables(tmp_path, runs=[RUN_CPU]), None)
     assert 'id="compare"' not in rep.html
     assert "TTFT ÷ first" not in rep.html
     assert rep.comparison_ids == ()
 
 
 def test_cpu_only_runs_say_hta_does_not_apply(tmp_path: Path) -> None:
-    rep = report.render_report(make_tables(tmp_path, gpu=False))
+    rep = _render_with_hta(make_tables(tmp_path, gpu=False))
     msg = "CPU-only run: HTA's GPU breakdowns (temporal, kernel, idle time) do not apply."
     assert rep.notes.count(msg) == 2
-    assert rep.html.count(msg.replace("'", "&#x27;")) == 2
+    assert rep.html.count(str(escape(msg))) == 2
     assert not any("hta" in div_id for div_id in rep.figures)
 
 
@@ -183,7 +191,7 @@ def test_hta_failure_is_a_visible_note(tmp_path: Path, monkeypatch: pytest.Monke
             raise RuntimeError("boom: odd trace")
 
     monkeypatch.setattr(hta.trace_analysis, "TraceAnalysis", Broken)
-    rep = report.render_report(make_tables(tmp_path, gpu=True, gpu_traces=True))
+    rep = _render_with_hta(make_tables(tmp_path, gpu=True, gpu_traces=True))
     note = next(n for n in rep.notes if n.startswith("HTA could not analyse this run"))
     assert "RuntimeError: boom: odd trace" in note
     assert RUN_GPU in note
@@ -195,7 +203,7 @@ def test_hta_failure_is_a_visible_note(tmp_path: Path, monkeypatch: pytest.Monke
 def test_a_sample_hta_fails_on_is_named_and_the_rest_shown(tmp_path: Path) -> None:
     tables = make_tables(tmp_path, gpu=True, gpu_traces=True)
     (tmp_path / RUN_GPU / "sample-00002.pt.trace.json.gz").write_bytes(b"garbage")
-    rep = report.render_report(tables)
+    rep = _render_with_hta(tables)
     assert any(n.startswith("HTA failed on 1 sample(s), left out: sample-00002: ") for n in rep.notes)
     assert "Computed by HolisticTraceAnalysis on 3 of 4" in rep.html
     assert len(rep.figures["run-1-hta-temporal"].data[0].x) == 3
@@ -218,7 +226,7 @@ def test_foreign_run_without_tokens_ops_or_metadata_still_renders(tmp_path: Path
     tables = Tables(
         runs=runs, samples=samples, stages=t.stages, tokens=t.tokens.iloc[0:0], ops=t.ops.iloc[0:0]
     )
-    rep = report.render_report(tables)
+    rep = _render_with_hta(tables)
     assert "No generation steps in these traces: no per-token latency." in rep.notes
     assert "No cpu_op events in this run's traces." in rep.notes
     assert rep.html.count("not checked") >= 2
@@ -229,18 +237,59 @@ def test_foreign_run_without_tokens_ops_or_metadata_still_renders(tmp_path: Path
 
 def test_hta_not_installed_is_a_visible_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "hta.trace_analysis", None)
-    rep = report.render_report(make_tables(tmp_path, gpu=True, gpu_traces=True))
+    rep = _render_with_hta(make_tables(tmp_path, gpu=True, gpu_traces=True))
     assert any("HolisticTraceAnalysis is not installed" in n for n in rep.notes)
 
 
 def test_hta_off_is_said(tmp_path: Path) -> None:
-    rep = report.render_report(make_tables(tmp_path, gpu=True), hta=False)
-    assert any("turned off" in n for n in rep.notes)
+    rep = report.render_report(make_tables(tmp_path, gpu=True), None)
+    assert rep.notes.count("HTA breakdowns were not computed for this report (HTA turned off).") == 1
+    assert "HolisticTraceAnalysis turned off" in rep.html  # the header says so too
+
+
+def test_hta_results_are_drawn_without_reading_the_traces_again(tmp_path: Path) -> None:
+    tables = make_tables(tmp_path, gpu=True, gpu_traces=True)
+    hta = hta_breakdown.compute_hta(tables)
+    assert set(hta.runs) == {RUN_GPU}  # CPU-only runs have no entry
+    shutil.rmtree(tmp_path / RUN_GPU)  # rendering must not need the trace files any more
+    rep = report.render_report(tables, hta)
+    temporal = rep.figures["run-1-hta-temporal"]
+    compute = next(t for t in temporal.data if t.name == "compute")
+    assert list(compute.y) == pytest.approx([150 / 350] * 4)
+    assert "Computed by HolisticTraceAnalysis on 4 of 4" in rep.html
+    assert f"HolisticTraceAnalysis {hta.version}" in rep.html
+
+
+def test_a_run_id_with_markup_is_escaped(tmp_path: Path) -> None:
+    evil = '<script>alert("x")</script><b>run'
+    t = make_tables(tmp_path)
+    renamed = {
+        f.name: getattr(t, f.name).assign(run_id=getattr(t, f.name)["run_id"].replace(RUN_CPU, evil))
+        for f in dataclasses.fields(t)
+    }
+    rep = report.render_report(Tables(**renamed), None)
+    assert "<script>alert" not in rep.html and "<b>run" not in rep.html
+    escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;b&gt;run"
+    # title, nav link, runs table, glance table, glance caption (the first run), run heading
+    assert rep.html.count(escaped) >= 6
+    glance = rep.html[rep.html.index('id="glance"') : rep.html.index('id="compare"')]
+    assert f"<td><b>{escaped}</b></td>" in glance
+    assert f'<a href="#run-0">{escaped}</a>' in rep.html
+
+
+def test_no_rendering_module_imports_hta() -> None:
+    code = (
+        "import sys; import analyze.report, analyze.figures, analyze.terminal, analyze.summary; "
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'hta' or m == 'analyze.hta_breakdown']; "
+        "assert not bad, bad"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_write_report_is_atomic_and_returns_the_path(tmp_path: Path) -> None:
     out = tmp_path / "analysis" / "report.html"
-    got = report.write_report(make_tables(tmp_path), out, hta=False)
+    got = report.write_report(make_tables(tmp_path), None, out)
     assert got == out and out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]
     plain = tmp_path / "plain.txt"
@@ -250,7 +299,7 @@ def test_write_report_is_atomic_and_returns_the_path(tmp_path: Path) -> None:
 
 def test_no_runs_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(AnalyzeError, match="no runs"):
-        report.render_report(make_tables(tmp_path, runs=[]))
+        report.render_report(make_tables(tmp_path, runs=[]), None)
 
 
 # ---------------------------------------------------------------- real browser

@@ -1,4 +1,4 @@
-"""summary: per-run metrics and the terminal text, from tables with known values."""
+"""summary: the one per-run metrics function and the other summaries, from tables with known values."""
 
 from __future__ import annotations
 
@@ -10,9 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from kineto_builders import manifest, vlm_trace, write_run
+from report_fixtures import RUN_CPU, RUN_GPU, make_tables
 
 from analyze import vocabulary as voc
-from analyze.summary import format_summary, run_metrics, stage_summary, summary_warnings
+from analyze.summary import (
+    RUN_METRIC_COLUMNS,
+    comparison_table,
+    run_metrics,
+    stage_medians,
+    stage_summary,
+    summary_warnings,
+)
 from analyze.tables import Tables, analyze_paths, conform
 from benchmarks.kineto import KinetoTrace
 
@@ -38,10 +46,11 @@ def test_run_metrics(tables: Tables) -> None:
     assert gpu["n_samples"] == 2 and gpu["tokens"] == 6
     assert gpu["ttft_ms"] == pytest.approx(0.32) and gpu["ttft_p90_ms"] == pytest.approx(0.32)
     # Decode latencies 0.09, 0.15 in both samples.
-    assert gpu["tpot_ms"] == pytest.approx(0.12) and gpu["tpot_p50_ms"] == pytest.approx(0.12)
+    assert gpu["tpot_ms"] == pytest.approx(0.12) and gpu["tpot_mean_ms"] == pytest.approx(0.12)
+    assert gpu["n_decode_tokens"] == 4
     assert gpu["tokens_per_s"] == pytest.approx(6 / 1.4 * 1000)
     assert gpu["vision_share_gpu"] == pytest.approx(0.170 / 0.365)
-    assert gpu["gpu_busy_ms"] == pytest.approx(0.33)
+    assert gpu["gpu_busy_mean_ms"] == pytest.approx(0.33)
     assert gpu["unattributed_gpu_ms"] == pytest.approx(0.04)
     cpu = m.loc["cpu"]
     assert math.isnan(cpu["vision_share_gpu"]) and cpu["ttft_ms"] == pytest.approx(0.31)
@@ -66,10 +75,51 @@ def test_tpot_percentiles_pool_every_decode_token(tables: Tables) -> None:
         }
     )
     m = run_metrics(dataclasses.replace(tables, tokens=conform(tokens, "tokens"))).set_index("run_id")
-    assert m.loc["cpu", "tpot_ms"] == pytest.approx(5.5)
-    assert m.loc["cpu", "tpot_p50_ms"] == pytest.approx(5.5)
+    assert m.loc["cpu", "tpot_mean_ms"] == pytest.approx(5.5)
     assert m.loc["cpu", "tpot_p90_ms"] == pytest.approx(9.1)
     assert m.loc["cpu", "tpot_p99_ms"] == pytest.approx(9.91)
+    assert m.loc["cpu", "n_decode_tokens"] == 10
+    # the headline stays the median of the samples' own TPOT (samples.tpot_ms), not the pooled tokens
+    assert m.loc["cpu", "tpot_ms"] == pytest.approx(tables.samples.set_index("run_id").loc["cpu", "tpot_ms"])
+
+
+def test_headline_is_the_median_and_the_mean_is_the_spread(tmp_path: Path) -> None:
+    t = make_tables(tmp_path)
+    samples = t.samples.copy()
+    cpu = samples["run_id"] == RUN_CPU
+    samples.loc[cpu, "ttft_ms"] = [10.0, 12.0, 14.0, 40.0]  # median 13, mean 19, p90 32.2
+    samples.loc[cpu, "tpot_ms"] = [4.0, 4.0, 5.0, 9.0]  # median 4.5
+    m = run_metrics(dataclasses.replace(t, samples=samples)).set_index("run_id")
+    assert list(m.reset_index().columns) == list(RUN_METRIC_COLUMNS)
+    assert m.loc[RUN_CPU, "ttft_ms"] == 13.0 and m.loc[RUN_CPU, "ttft_mean_ms"] == 19.0
+    assert m.loc[RUN_CPU, "ttft_p90_ms"] == pytest.approx(32.2)
+    assert m.loc[RUN_CPU, "tpot_ms"] == 4.5
+    # wall time: stages 5+i, 10, 20+i, 30, 60+10i, 6, 4 -> 135 + 12i ms: 135, 147, 159, 171
+    assert m.loc[RUN_CPU, "total_ms"] == 153.0 and m.loc[RUN_CPU, "total_mean_ms"] == 153.0
+    assert m.loc[RUN_CPU, "total_p90_ms"] == pytest.approx(167.4)
+    assert m.loc[RUN_CPU, "vision_ms"] == 21.5 and m.loc[RUN_CPU, "largest_stage"] == "decode"
+    assert m.loc[RUN_CPU, "tokens"] == 32 and m.loc[RUN_CPU, "n_decode_tokens"] == 28
+    assert m.loc[RUN_GPU, "ttft_ms"] == 26.0  # the other run is untouched
+
+
+def test_a_run_without_samples_has_a_row_of_missing_values(tmp_path: Path) -> None:
+    t = make_tables(tmp_path)
+    only_gpu = dataclasses.replace(t, samples=t.samples.loc[t.samples["run_id"] == RUN_GPU])
+    m = run_metrics(only_gpu).set_index("run_id")
+    assert list(m.index) == [RUN_CPU, RUN_GPU]  # the runs table's order
+    assert m.loc[RUN_CPU, "n_samples"] == 0 and m.loc[RUN_CPU, "tokens"] == 0
+    assert math.isnan(m.loc[RUN_CPU, "ttft_ms"]) and pd.isna(m.loc[RUN_CPU, "largest_stage"])
+    ratios = comparison_table(run_metrics(only_gpu, [RUN_CPU, RUN_GPU])).set_index("run_id")
+    assert math.isnan(ratios.loc[RUN_GPU, "ttft_ratio"])  # no baseline
+
+
+def test_stage_medians_per_run(tmp_path: Path) -> None:
+    samples = make_tables(tmp_path).samples
+    medians = stage_medians(samples, [RUN_GPU, RUN_CPU])
+    assert list(medians.index) == [RUN_GPU, RUN_CPU]
+    assert list(medians.columns)[:3] == ["load", "preprocess", "vision"]
+    assert medians.loc[RUN_CPU, "vision"] == 21.5 and medians.loc[RUN_GPU, "vision"] == 41.5
+    assert medians.loc[RUN_GPU, "decode"] == 190.0  # generate 200..260 minus 40
 
 
 def test_stage_summary_fills_missing_stages_with_zero(tables: Tables) -> None:
@@ -86,22 +136,3 @@ def test_warnings(tables: Tables) -> None:
     assert "run gpu: capture's identity check FAILED" in text
     assert "run foreign: 1 of 1 traces carry no stage labels" in text
     assert "run cpu" not in text
-
-
-def test_format_summary_has_real_numbers(tables: Tables) -> None:
-    text = format_summary(tables)
-    assert "run gpu  model tiny-llava  fused  cuda  Synthetic GPU  (2 traces)" in text
-    assert "TTFT 0.320 ms" in text and "TPOT 0.120 ms" in text
-    assert "4,285.7 tokens/s" in text
-    assert "vision vs LLM: host 25.7% / 74.3%, GPU kernels 46.6% / 53.4%" in text
-    gpu_block = next(b for b in text.split("\n\n") if b.startswith("run gpu"))
-    line = next(x for x in gpu_block.splitlines() if x.strip().startswith("stage4:decode "))
-    assert line.split() == ["stage4:decode", "0.200", "0.200", "0.200", "0.125", "20.0%"]
-    assert "host timeline" in text and "no generation steps" in text
-    assert text.split("\n\n")[-1].startswith("warnings:\n  - run foreign")
-
-
-def test_summary_does_no_io(tables: Tables, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    format_summary(tables)
-    assert list(tmp_path.iterdir()) == []
