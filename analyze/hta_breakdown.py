@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from analyze.errors import AnalyzeError
+from analyze.errors import AnalyzeError, describe
 
 if TYPE_CHECKING:
     from analyze.tables import Tables
@@ -232,12 +232,6 @@ def _one_sample(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, p
     return temporal, kernel_types, kernels, idle
 
 
-def _one_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, for a note in the report."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
 def run_hta(run_id: str, traces: Mapping[str, Path]) -> HtaTables:
     """HTA's temporal, kernel and idle-time breakdowns of one run's sample traces.
 
@@ -270,7 +264,7 @@ def run_hta(run_id: str, traces: Mapping[str, Path]) -> HtaTables:
                     idle_table(idle, rank, run_id),
                 )
             except Exception as exc:  # HTA raises anything from AssertionError to IndexError
-                failures.append(f"{sample_id}: {_one_line(exc)}")
+                failures.append(f"{sample_id}: {describe(exc)}")
                 continue
             for key, frame in zip(frames, converted, strict=True):
                 frames[key].append(frame)

@@ -38,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from analyze.files import write_text_atomic  # noqa: E402
 from benchmarks.gen_traces import MB, TraceShape, TraceTruth, generate_set  # noqa: E402
 
 TARGET_VS_HTA = 5.0  # analyze at least this many times faster than HTA
@@ -411,9 +412,7 @@ def format_result(res: dict[str, Any]) -> str:
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomic JSON write (temporary name in the same folder, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analyze.files import write_text_atomic
 from capture.data.events import render_event_frames, render_events_loop, split_equal_count
 from capture.data.sample import DSEC_HEIGHT, DSEC_WIDTH, EVENT_DTYPE
 
@@ -118,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pixels identical: {identical} (compared on {loop_events:,} events)")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)
+    write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0 if identical else 1
 
