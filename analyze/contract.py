@@ -33,6 +33,7 @@ TABLE_SCHEMAS: dict[str, dict[str, str]] = {
         "accounting_ok": NULLABLE_BOOL,
         "overhead_ratio": FLOAT,
         "has_gpu": BOOL,
+        "mixed_devices": BOOL,
     },
     "samples": {
         "run_id": STR,
@@ -63,6 +64,7 @@ TABLE_SCHEMAS: dict[str, dict[str, str]] = {
         "llm_share_gpu": FLOAT,
         "timeline": STR,
         "gpu_busy_ms": FLOAT,
+        "gpu_name": STR,
     },
     "stages": {
         "run_id": STR,
@@ -148,7 +150,11 @@ class Environment(msgspec.Struct, kw_only=True):
     device: str = ""
     cuda: str | None = None
     gpu_name: str | None = None
-    cpu_threads: int | None = None
+    cpu_threads: int | None = None  # torch's intra-op threads
+    interop_threads: int | None = None
+    cpu_count: int | None = None  # CPUs this process may run on
+    load_avg: list[float] = []  # 1, 5 and 15 minute load averages when the run started
+    thread_env: dict[str, str] = {}  # OMP_NUM_THREADS, MKL_NUM_THREADS, ... as set
 
 
 class DatasetInfo(msgspec.Struct, kw_only=True):
@@ -215,10 +221,26 @@ class OverheadCheck(msgspec.Struct, kw_only=True):
     unprofiled_ms: float | None = None
 
 
+# Per-sample generate() times of one run that spread wider than this (max/median) measure the
+# machine's load, not the model: capture and analyze both warn.
+TIMING_SPREAD_LIMIT = 3.0
+
+
+class TimingCheck(msgspec.Struct, kw_only=True):
+    """Spread of per-sample generate() wall times: ``ok`` False when max/median exceeds the limit,
+    the mark of an oversubscribed CPU (a measurement warning, not a failed run)."""
+
+    ok: bool | None = None
+    max_over_median: float | None = None
+    samples: int = 0
+    limit: float = TIMING_SPREAD_LIMIT
+
+
 class Verification(msgspec.Struct, kw_only=True):
     identity: IdentityCheck | None = None
     accounting: AccountingCheck | None = None
     overhead: OverheadCheck | None = None
+    timing: TimingCheck | None = None
 
     def failed(self) -> list[str]:
         """Names of the pass/fail checks that ran and failed (overhead is a measurement, not a check)."""
@@ -242,6 +264,7 @@ class RunManifest(msgspec.Struct, kw_only=True):
     samples: list[SampleOutcome] = []
     completed: int = 0
     verification: Verification = msgspec.field(default_factory=Verification)
+    warnings: list[str] = []  # what the reader of this run must know (e.g. unreliable timings)
 
     def sample(self, index: int) -> SampleOutcome | None:
         """The outcome recorded for sample ``index``, if any."""

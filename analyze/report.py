@@ -30,7 +30,7 @@ from markupsafe import Markup
 
 from analyze import figures, package_version
 from analyze import summary as numbers
-from analyze.errors import AnalyzeError
+from analyze.errors import AnalyzeError, first_line
 from analyze.files import write_atomic
 
 if TYPE_CHECKING:
@@ -325,7 +325,12 @@ def render_report(tables: Tables, hta: HtaResults | None) -> Report:
 def write_report(tables: Tables, hta: HtaResults | None, out_path: Path) -> Path:
     """Write the self-contained report.html to ``out_path`` atomically; returns the path."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     page = render_report(tables, hta).html
-    write_atomic(out_path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out_path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    except OSError as exc:
+        raise AnalyzeError(
+            f"{out_path}: cannot write the report ({first_line(exc)}); the tables beside it are written"
+        ) from None
     return out_path

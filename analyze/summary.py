@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analyze import vocabulary as voc
+from analyze.contract import TIMING_SPREAD_LIMIT
 from analyze.tables import Tables
 from analyze.trace_tables import stage_sort_key
 
@@ -272,4 +273,26 @@ def summary_warnings(tables: Tables) -> list[str]:
             out.append(
                 f"run {run.run_id}: capture's accounting check FAILED (run.json verification.accounting)"
             )
+        if run.mixed_devices:
+            counts = s["gpu_name"].value_counts()
+            names = ", ".join(f"{name} ({n})" for name, n in counts.items() if name)
+            out.append(
+                f"run {run.run_id}: its traces come from different devices ({names}); their times do not "
+                "compare as one run: analyse each device's traces on their own"
+            )
+        spread = _timing_spread(s["generate_ms"])
+        if spread is not None and spread > TIMING_SPREAD_LIMIT:
+            out.append(
+                f"run {run.run_id}: per-sample generate() time varies {spread:.1f}x (max/median): host "
+                "timings are unreliable, most likely because other processes competed for the CPU "
+                "(capture on an idle machine, or with --threads 1)"
+            )
     return out
+
+
+def _timing_spread(generate_ms: pd.Series) -> float | None:
+    """max/median of the per-sample generate() times (None for fewer than 2 samples)."""
+    values = generate_ms.dropna()
+    if len(values) < 2 or float(values.median()) <= 0:
+        return None
+    return float(values.max() / values.median())

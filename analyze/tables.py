@@ -139,7 +139,7 @@ def _results(tasks: list[TraceTask], jobs: int, progress: bool) -> Iterator[Trac
 def _run_row(run: RunInput, read: list[TraceTables], n_skipped: int) -> dict[str, Any]:
     m = run.manifest
     has_gpu = any(r.has_gpu for r in read)
-    gpu_names = [r.gpu_name for r in read if r.gpu_name]
+    gpu_names = sorted({r.gpu_name for r in read if r.gpu_name})
     env = m.env if m else None
     ver = m.verification if m else None
     identity = ver.identity.ok if ver and ver.identity else None
@@ -150,7 +150,8 @@ def _run_row(run: RunInput, read: list[TraceTables], n_skipped: int) -> dict[str
         "model": run_model(m),
         "mode": str(m.config.get("mode") or "") if m else "",
         "device": (env.device if env else "") or (("cuda" if has_gpu else "cpu") if read else ""),
-        "gpu_name": (env.gpu_name if env else None) or (gpu_names[0] if gpu_names else ""),
+        # Each trace names its own device; a folder of foreign traces may mix several.
+        "gpu_name": " | ".join(gpu_names) or ((env.gpu_name or "") if env else ""),
         "torch_version": env.torch if env else "",
         "transformers_version": env.transformers if env else "",
         "n_samples": len(read),
@@ -161,6 +162,7 @@ def _run_row(run: RunInput, read: list[TraceTables], n_skipped: int) -> dict[str
         "accounting_ok": pd.NA if accounting is None else accounting,
         "overhead_ratio": float("nan") if ratio is None else float(ratio),
         "has_gpu": has_gpu,
+        "mixed_devices": len(gpu_names) > 1,
     }
 
 

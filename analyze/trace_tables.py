@@ -236,6 +236,7 @@ def trace_tables(trace: Trace, attr: Attribution, task: TraceTask) -> TraceTable
             "trace_file": [task.path.name],
             "model": [task.model],
             **{k: [v] for k, v in row.items()},
+            "gpu_name": [trace.gpu_name],
         }
     )
     return TraceTables(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +17,9 @@ from analyze.contract import RunManifest, SampleOutcome
 from capture.config import CaptureConfig, help_of
 from capture.errors import CaptureError
 from capture.models.registry import MODELS
+
+if TYPE_CHECKING:
+    from capture.runner import Capture
 
 EXAMPLES = """
 \b
@@ -54,6 +61,7 @@ D = CaptureConfig()
 @_o("with_stack", is_flag=True, default=D.with_stack)
 @_o("profile_memory", is_flag=True, default=D.profile_memory)
 @_o("seed", type=int, default=D.seed)
+@_o("threads", type=int, default=None)
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, path_type=Path),
@@ -64,34 +72,52 @@ D = CaptureConfig()
 def main(resume: Path | None, quiet: bool, **options: Any) -> None:
     """Run a vision-language model's ordinary generate() under torch.profiler with stage labels
     (load, preprocess, vision, prefill, every decode step) and write one Chrome trace per sample
-    plus run.json to traces/<run_id>/."""
-    from capture.runner import Capture  # torch loads here, not for --help
+    plus run.json to traces/<run_id>/.
 
+    Exit status: 0 all captured and checked, 1 some samples or checks failed, 2 bad input (one
+    line), 130 interrupted (the run folder is resumable)."""
+    cap: Capture | None = None
+    bar: _Bar | None = None
     try:
+        from capture.runner import Capture  # torch loads here, not for --help
+
         cap = Capture.prepare(CaptureConfig(**options), resume=resume)
+        bar = None if quiet else _Bar(cap.n_samples)
+        result = cap.run(progress=bar.update_sample if bar else None)
     except CaptureError as exc:
+        _close(bar)
         raise InputError(str(exc)) from None
     except KeyboardInterrupt:
-        click.echo("\ninterrupted before the first sample; nothing was captured", err=True)
+        _close(bar)
+        click.echo("\n" + _interrupted(cap), err=True)
         sys.exit(130)
-    run_dir = cap.folder.run_dir
-    bar = _progress_bar(cap.n_samples, quiet)
-    try:
-        result = cap.run(progress=bar.update_sample if bar else None)
-    except KeyboardInterrupt:
-        done = cap.folder.manifest.completed
-        click.echo(
-            f"\ninterrupted after {done} of {cap.n_samples} samples; "
-            f"continue with: capture --resume {run_dir}",
-            err=True,
-        )
-        sys.exit(130)
-    finally:
-        if bar:
-            bar.close()
-    _report(cap.folder.manifest, run_dir)
-    if result.failed or cap.folder.manifest.status != "complete":
+    _close(bar)
+    manifest = cap.folder.manifest
+    _report(manifest, cap.folder.run_dir)
+    for warning in manifest.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if result.failed or manifest.status != "complete":
         sys.exit(1)
+
+
+def _interrupted(cap: Capture | None) -> str:
+    """The Ctrl-C line; run.json says "interrupted" wherever the interrupt landed."""
+    if cap is None:
+        return "interrupted before the first sample; nothing was captured"
+    folder = cap.folder
+    if folder.manifest.status == "running":
+        folder.manifest.status = "interrupted"
+        with contextlib.suppress(CaptureError):
+            folder.save()
+    return (
+        f"interrupted after {folder.manifest.completed} of {cap.n_samples} samples; "
+        f"continue with: capture --resume {folder.run_dir}"
+    )
+
+
+def _close(bar: _Bar | None) -> None:
+    if bar is not None:
+        bar.close()
 
 
 class _Bar:
@@ -100,7 +126,10 @@ class _Bar:
     def __init__(self, total: int) -> None:
         from tqdm import tqdm
 
-        self.tqdm = tqdm(total=total, unit="sample", file=sys.stderr, dynamic_ncols=True)
+        # A Ctrl-C inside tqdm's constructor leaves a half-made bar whose __del__ prints a
+        # traceback; hold SIGINT until the bar exists (it is delivered right after).
+        with sigint_deferred():
+            self.tqdm = tqdm(total=total, unit="sample", file=sys.stderr, dynamic_ncols=True)
         self.ttft: list[float] = []
         self.tpot: list[float] = []
 
@@ -123,8 +152,17 @@ class _Bar:
         self.tqdm.close()
 
 
-def _progress_bar(total: int, quiet: bool) -> _Bar | None:
-    return None if quiet else _Bar(total)
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Block SIGINT for a moment (POSIX main thread); a Ctrl-C meanwhile arrives at the end."""
+    can = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if can:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if can:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _report(manifest: RunManifest, run_dir: Path) -> None:

@@ -47,6 +47,10 @@ class CaptureConfig:
     with_stack: bool = option(False, "Record Python stacks (much larger traces, more overhead).")
     profile_memory: bool = option(False, "Record allocator events.")
     seed: int = option(0, "Seed for tiny-model weights and the synthetic dataset.")
+    threads: int | None = option(
+        None,
+        "torch intra-op threads (default: torch's choice). 1 keeps CPU timings stable on a busy machine.",
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -59,6 +63,7 @@ class CaptureConfig:
             (self.min_new_tokens >= 0, "--min-new-tokens", self.min_new_tokens, "must be 0 or more"),
             (self.warmup >= 0, "--warmup", self.warmup, "must be 0 or more"),
             (0 <= self.seed <= MAX_SEED, "--seed", self.seed, f"must be between 0 and {MAX_SEED}"),
+            (self.threads is None or self.threads >= 1, "--threads", self.threads, "must be at least 1"),
         )
         for ok, flag, value, rule in checks:
             if not ok:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 
@@ -9,6 +10,9 @@ import torch
 
 from analyze.contract import Environment
 from capture.errors import CaptureError
+
+# Environment variables that set how many threads the numeric libraries use.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TORCH_NUM_THREADS")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,4 +53,8 @@ def environment(device: torch.device) -> Environment:
         cuda=torch.version.cuda if cuda else None,
         gpu_name=torch.cuda.get_device_name(device) if cuda else None,
         cpu_threads=torch.get_num_threads(),
+        interop_threads=torch.get_num_interop_threads(),
+        cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        load_avg=[round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else [],
+        thread_env={k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
     )

@@ -9,6 +9,7 @@ already captured.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -20,8 +21,15 @@ from typing import Any
 import torch
 
 from analyze import vocabulary as vocab
-from analyze.contract import DatasetInfo, SampleOutcome, Verification, trace_file_name
-from analyze.errors import describe
+from analyze.contract import (
+    DatasetInfo,
+    Environment,
+    SampleOutcome,
+    TimingCheck,
+    Verification,
+    trace_file_name,
+)
+from analyze.errors import describe, first_line
 from analyze.files import tmp_files
 from capture import verify
 from capture.config import CaptureConfig
@@ -48,19 +56,25 @@ class RunResult:
 
 
 def new_run_dir(cfg: CaptureConfig) -> tuple[Path, str]:
-    """``<out>/<model>-<UTC time>``, made unique with a suffix."""
+    """``<out>/<model>-<UTC time>``, made unique with a suffix.
+
+    ``mkdir`` itself decides (it fails if the folder exists), so processes started together
+    never share a folder: each takes the next free suffix.
+    """
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     base = f"{cfg.model}-{stamp}"
-    run_id, k = base, 1
-    while (cfg.out_dir / run_id).exists():
-        k += 1
-        run_id = f"{base}-{k}"
-    run_dir = cfg.out_dir / run_id
     try:
-        run_dir.mkdir(parents=True)
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        for k in range(1, 10_000):
+            run_id = base if k == 1 else f"{base}-{k}"
+            try:
+                (cfg.out_dir / run_id).mkdir()
+            except FileExistsError:
+                continue
+            return cfg.out_dir / run_id, run_id
     except OSError as exc:
-        raise CaptureError(f"--out {cfg.out}: cannot create {run_dir} ({exc.strerror})") from None
-    return run_dir, run_id
+        raise CaptureError(f"--out {cfg.out}: cannot create a run folder there ({first_line(exc)})") from None
+    raise CaptureError(f"--out {cfg.out}: 9,999 run folders named {base}-* already exist; use another --out")
 
 
 class Capture:
@@ -85,6 +99,8 @@ class Capture:
             for stale in tmp_files(resume):  # left by a killed process mid-write
                 stale.unlink()
         adapter_class(cfg.model)  # unknown names fail before anything is loaded
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         device = resolve_device(cfg.device)
         dtype = resolve_dtype(cfg.dtype, device)
         dataset = open_dataset(
@@ -94,15 +110,22 @@ class Capture:
             raise CaptureError(f"--dataset {cfg.dataset}: no samples found")
         spec = ModelSpec(cfg.model, cfg.model_path, device, dtype, cfg.seed)
         adapter = adapter_class(cfg.model).build(spec)
+        model, env = adapter.describe(), environment(device)
         if resume is None:
             run_dir, run_id = new_run_dir(cfg)
             folder = RunFolder.create(run_dir, run_id, cfg.to_json())
         manifest = folder.manifest
-        manifest.model = adapter.describe()
-        manifest.env = environment(device)
+        manifest.model = model
+        manifest.env = env
         manifest.dtype = str(dtype).removeprefix("torch.")
         manifest.dataset = DatasetInfo(name=dataset.name, size=len(dataset))
-        folder.save()
+        try:
+            folder.save()
+        except BaseException:
+            if resume is None:  # a new folder without its run.json is no run: remove it
+                with contextlib.suppress(OSError):
+                    folder.run_dir.rmdir()
+            raise
         return cls(cfg, folder, adapter, dataset)
 
     @property
@@ -180,10 +203,39 @@ class Capture:
         return {"host": env.hostname, "rank": 0, "device": env.device}
 
     # -- the run ----------------------------------------------------------------------------
-    def warmup(self) -> None:
-        """Un-recorded runs so the first sample does not pay for lazy initialisation."""
-        for _ in range(self.cfg.warmup):
-            self.run_plain(0)
+    def warmup(self, pending: list[int]) -> dict[int, SampleOutcome]:
+        """Un-recorded runs so the first sample pays for no lazy initialisation.
+
+        On the first of ``pending`` that loads and runs: ``--warmup`` plain generate() calls,
+        then one profiled, labelled generate() whose trace is discarded (the profiler's own
+        first sessions, CUPTI on a GPU, are slow). Samples that fail on the way are returned
+        as error outcomes (the run skips them); CaptureError when none of them runs at all.
+        """
+        failed: dict[int, SampleOutcome] = {}
+        if self.cfg.warmup == 0 or not pending:
+            return failed
+        for index in pending:
+            try:
+                inputs = self._inputs(index, {}, labelled=False)
+                for _ in range(self.cfg.warmup):
+                    self._generate(inputs, {}, labelled=False)
+                self.labeler.attach()
+                try:
+                    with profiled(self.cfg, self.device), self.labeler.label(vocab.sample_label(index)):
+                        self._generate(inputs, {}, labelled=True)
+                finally:
+                    self.labeler.detach()
+                return failed
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # this sample fails; the next one may not
+                failed[index] = self._error_outcome(index, exc)
+        first = failed[pending[0]]
+        raise NoSampleRuns(
+            f"none of the {len(pending)} samples could be run; sample {first.index} ({first.sample_id}): "
+            f"{first.error}",
+            failed,
+        )
 
     def verify_indices(self, done: list[int]) -> list[int]:
         if self.cfg.verify == "none" or not done:
@@ -191,31 +243,65 @@ class Capture:
         return done if self.cfg.verify == "all" else done[:1]
 
     def run(self, progress: Progress | None = None) -> RunResult:
-        """Capture every sample not already done, then verify; Ctrl-C leaves a resumable run."""
+        """Capture every sample not already done, then verify; Ctrl-C leaves a resumable run.
+
+        Raises CaptureError (after saving run.json) when no sample could be captured at all,
+        and when run.json cannot be written.
+        """
         result = RunResult()
         folder, manifest = self.folder, self.folder.manifest
+        pending = [i for i in range(self.n_samples) if not folder.is_done(i)]
+        result.skipped = [i for i in range(self.n_samples) if i not in set(pending)]
         try:
             with torch.no_grad():
-                self.warmup()
-                for index in range(self.n_samples):
-                    if folder.is_done(index):
-                        result.skipped.append(index)
-                        continue
-                    outcome = self._capture_one(index)
+                try:
+                    warm_failed = self.warmup(pending)
+                except NoSampleRuns as exc:
+                    for outcome in exc.outcomes.values():
+                        folder.record(outcome)
+                    manifest.status = "failed"
+                    folder.save()
+                    raise
+                for index in pending:
+                    outcome = warm_failed.get(index) or self._capture_one(index)
                     if outcome.status != "ok":
                         result.failed.append(index)
                     folder.record(outcome)
                     folder.save()
                     if progress:
                         progress(outcome)
+                if pending and manifest.completed == 0:
+                    manifest.status = "failed"
+                    folder.save()
+                    first = manifest.sample(pending[0])
+                    raise CaptureError(
+                        f"none of the {len(pending)} samples could be captured; sample {first.index} "
+                        f"({first.sample_id}): {first.error}"
+                    )
                 manifest.verification = self._verify()
         except KeyboardInterrupt:
             manifest.status = "interrupted"
             folder.save()
             raise
+        timing = manifest.verification.timing
+        if timing is not None and timing.ok is False:
+            manifest.warnings = [*manifest.warnings, timing_warning(timing, manifest.env)]
         manifest.status = "failed" if result.failed or manifest.verification.failed() else "complete"
         folder.save()
         return result
+
+    def _error_outcome(self, index: int, exc: BaseException) -> SampleOutcome:
+        """Sample ``index`` failed with ``exc``: its outcome (the trace, if any, is not kept)."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return SampleOutcome(
+            index=index,
+            sample_id=_safe_sample_id(self.dataset, index),
+            trace=trace_file_name(index),
+            status="error",
+            error=describe(exc),
+            **self._where(),
+        )
 
     def _capture_one(self, index: int) -> SampleOutcome:
         try:
@@ -223,16 +309,7 @@ class Capture:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one bad sample must not end the run
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            return SampleOutcome(
-                index=index,
-                sample_id=_safe_sample_id(self.dataset, index),
-                trace=trace_file_name(index),
-                status="error",
-                error=describe(exc),
-                **self._where(),
-            )
+            return self._error_outcome(index, exc)
         outcome.ttft_ms, outcome.tpot_ms, outcome.accounting = verify.trace_summary(
             self.folder.run_dir / outcome.trace, len(outcome.token_ids)
         )
@@ -253,7 +330,30 @@ class Capture:
                 [by_index[i].wall_ms["generate"] for i in checked],
                 [r[1]["generate"] for r in reference.values()],
             ),
+            timing=verify.timing(
+                [s.wall_ms["generate"] for s in by_index.values() if "generate" in s.wall_ms]
+            ),
         )
+
+
+class NoSampleRuns(CaptureError):
+    """Warm-up found no sample that loads and runs; ``outcomes`` holds each one's error."""
+
+    def __init__(self, message: str, outcomes: dict[int, SampleOutcome] | None = None) -> None:
+        super().__init__(message)
+        self.outcomes = outcomes or {}
+
+
+def timing_warning(timing: TimingCheck, env: Environment) -> str:
+    """Why per-sample generate() times that vary this much cannot be trusted, and what to do."""
+    load = f"load average {env.load_avg[0]:.1f}" if env.load_avg else "load unknown"
+    cores = env.cpu_count or "?"
+    return (
+        f"per-sample generate() times vary {timing.max_over_median:.1f}x (max/median over {timing.samples} "
+        f"samples): host timings are unreliable. Likely cause: the CPU is oversubscribed ({load} on "
+        f"{cores} cores at start, torch using {env.cpu_threads} threads); capture again on an idle machine, "
+        "or with --threads 1"
+    )
 
 
 def _safe_sample_id(dataset: Dataset, index: int) -> str:

@@ -13,7 +13,15 @@ import math
 import statistics
 from pathlib import Path
 
-from analyze.contract import AccountingCheck, IdentityCheck, Mismatch, OverheadCheck, SampleAccounting
+from analyze.contract import (
+    TIMING_SPREAD_LIMIT,
+    AccountingCheck,
+    IdentityCheck,
+    Mismatch,
+    OverheadCheck,
+    SampleAccounting,
+    TimingCheck,
+)
 from analyze.tables import analyze_paths
 
 # Self times are sums of microsecond-resolution spans: allow rounding, nothing more.
@@ -72,6 +80,20 @@ def overhead(profiled_ms: list[float], plain_ms: list[float]) -> OverheadCheck:
         samples=len(profiled_ms),
         profiled_ms=round(p, 3),
         unprofiled_ms=round(u, 3),
+    )
+
+
+def timing(generate_ms: list[float], limit: float = TIMING_SPREAD_LIMIT) -> TimingCheck:
+    """Is the spread of per-sample generate() times plausible? (max/median <= ``limit``).
+
+    The same generate() swung 50x on a 2-core machine with one other busy process; a spread
+    that large means host timings measure the machine's load, not the model."""
+    if len(generate_ms) < 2:
+        return TimingCheck(samples=len(generate_ms), limit=limit)
+    median = statistics.median(generate_ms)
+    ratio = max(generate_ms) / median if median > 0 else math.inf
+    return TimingCheck(
+        ok=ratio <= limit, max_over_median=round(ratio, 2), samples=len(generate_ms), limit=limit
     )
 
 

@@ -58,6 +58,7 @@ def _runs(root: Path, gpu: bool) -> pd.DataFrame:
             "accounting_ok": pd.array([True, False], dtype="boolean"),
             "overhead_ratio": [1.07, np.nan],
             "has_gpu": [False, gpu],
+            "mixed_devices": [False, False],
         }
     )
 
@@ -103,6 +104,7 @@ def _samples(gpu: bool) -> pd.DataFrame:
                     "vision_share_gpu": vision_gpu / (vision_gpu + llm_gpu) if run_gpu else np.nan,
                     "llm_share_gpu": llm_gpu / (vision_gpu + llm_gpu) if run_gpu else np.nan,
                     "timeline": "device" if run_gpu else "host",
+                    "gpu_name": "NVIDIA H100 80GB HBM3" if run_gpu else "",
                 }
             )
     return pd.DataFrame(rows).astype({"sample_index": "int64", "tokens": "int64"})

@@ -234,3 +234,42 @@ def test_a_run_with_nothing_readable_beside_a_good_one(run_dir: Path) -> None:
     runs = pd.read_parquet(run_dir.parent / "analysis" / "runs.parquet").set_index("run_id")
     assert runs.loc["bad", "n_samples"] == 0 and runs.loc["bad", "n_skipped"] == 1
     assert runs.loc["r1", "n_samples"] == 2
+
+
+@pytest.mark.parametrize("block", ["folder", "disk_full"])
+def test_an_unwritable_report_is_one_line_and_the_tables_are_kept(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: str
+) -> None:
+    """Issue 10.5: `mkdir -p o/report.html` (or a full disk) gave a traceback, exit 1."""
+    out = tmp_path / "o"
+    if block == "folder":
+        (out / "report.html").mkdir(parents=True)
+    else:
+        import analyze.report
+
+        def full(path: Path, write: object, **kw: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(analyze.report, "write_atomic", full)
+    result = _run(run_dir, "--out", out, "--html", "--no-hta", "-q")
+    _one_line_error(result, f"{out / 'report.html'}: cannot write the report")
+    assert sorted(p.name for p in out.glob("*.parquet")) == [f"{t}.parquet" for t in sorted(TABLES)]
+
+
+def test_traces_from_different_gpus_say_so_per_sample_and_per_run(tmp_path: Path) -> None:
+    """Issue 10: B200, MI300X and H100 traces in one folder used to be one run named after the first."""
+    names = ("NVIDIA B200", "AMD Instinct MI300X", "NVIDIA H100 80GB HBM3")
+    traces = []
+    for i, name in enumerate(names):
+        t = vlm_trace(sample=i)
+        t.device = {**t.device, "name": name}
+        traces.append(t)
+    folder = write_run(tmp_path / "mixed", traces)
+    result = _run(folder, "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    samples = pd.read_parquet(tmp_path / "o" / "samples.parquet")
+    runs = pd.read_parquet(tmp_path / "o" / "runs.parquet")
+    assert list(samples["gpu_name"]) == list(names)
+    assert bool(runs["mixed_devices"].iloc[0]) and runs["gpu_name"].iloc[0] == " | ".join(sorted(names))
+    assert "its traces come from different devices" in result.stderr + result.output
+    assert "NVIDIA B200 (1)" in result.stderr + result.output

@@ -169,3 +169,56 @@ def test_resume_after_the_process_is_killed(tmp_path: Path) -> None:
     assert set(result.skipped) == done
     assert resumed.folder.manifest.status == "complete"
     assert len(list(run_dir.glob("sample-*.pt.trace.json.gz"))) == 10
+
+
+@pytest.mark.parametrize(("warmup", "sessions"), [(0, 2), (2, 3)])
+def test_warm_up_also_runs_one_discarded_profiled_generate(
+    tmp_path: Path, monkeypatch, warmup: int, sessions: int
+) -> None:
+    """The profiler's own first sessions (CUPTI on a GPU) must not land in sample 0's timings."""
+    import capture.runner as runner_module
+
+    real, opened = runner_module.profiled, []
+
+    def counting(cfg, device):
+        opened.append(1)
+        return real(cfg, device)
+
+    monkeypatch.setattr(runner_module, "profiled", counting)
+    cap = Capture.prepare(_cfg(tmp_path, samples=2, warmup=warmup, verify="none"))
+    cap.run()
+    assert len(opened) == sessions  # 2 samples, plus 1 discarded session when warming up
+    assert sorted(p.name for p in cap.folder.run_dir.glob("*.gz")) == [
+        "sample-00000.pt.trace.json.gz",
+        "sample-00001.pt.trace.json.gz",
+    ]
+
+
+def test_processes_started_together_never_share_a_run_folder(tmp_path: Path, monkeypatch) -> None:
+    """Issue 10.11: check-then-create raced; mkdir decides, the loser takes the next suffix."""
+    import datetime as dt
+    import threading
+
+    import capture.runner as runner_module
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=tz)
+
+    monkeypatch.setattr(runner_module.dt, "datetime", Frozen)
+    cfg = _cfg(tmp_path)
+    barrier, made = threading.Barrier(8), []
+
+    def make() -> None:
+        barrier.wait()
+        made.append(runner_module.new_run_dir(cfg)[1])
+
+    threads = [threading.Thread(target=make) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    base = "tiny-llava-20261123-120000"
+    assert sorted(made) == sorted([base, *(f"{base}-{k}" for k in range(2, 9))])
+    assert len({p.name for p in tmp_path.iterdir()}) == 8

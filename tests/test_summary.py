@@ -136,3 +136,16 @@ def test_warnings(tables: Tables) -> None:
     assert "run gpu: capture's identity check FAILED" in text
     assert "run foreign: 1 of 1 traces carry no stage labels" in text
     assert "run cpu" not in text
+
+
+def test_spread_out_generate_times_are_a_warning(tmp_path: Path) -> None:
+    """Issue 10: on a busy 2-core machine one generate() took 1,600 ms, the others ~25 ms."""
+    t = make_tables(tmp_path)
+    assert not [w for w in summary_warnings(t) if "varies" in w]  # 100..130 ms: 1.1x
+    samples = t.samples.copy()
+    samples.loc[samples["run_id"] == RUN_CPU, "generate_ms"] = [100.0, 110.0, 120.0, 1000.0]
+    warnings = summary_warnings(dataclasses.replace(t, samples=samples))
+    (spread,) = [w for w in warnings if "varies" in w]
+    # max/median = 1000 / 115
+    assert spread.startswith(f"run {RUN_CPU}: per-sample generate() time varies 8.7x (max/median)")
+    assert "--threads 1" in spread
