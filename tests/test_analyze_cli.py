@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
-from kineto_builders import manifest, vlm_trace, write_run
+from kineto_builders import manifest, vlm_trace, write_run, write_verdict_runs
 
 from analyze import hta_breakdown
 from analyze.cli import main
@@ -234,3 +234,17 @@ def test_a_run_with_nothing_readable_beside_a_good_one(run_dir: Path) -> None:
     runs = pd.read_parquet(run_dir.parent / "analysis" / "runs.parquet").set_index("run_id")
     assert runs.loc["bad", "n_samples"] == 0 and runs.loc["bad", "n_skipped"] == 1
     assert runs.loc["r1", "n_samples"] == 2
+
+
+def test_cli_prints_the_verdicts(tmp_path: Path) -> None:
+    eager, graphs = write_verdict_runs(tmp_path)
+    result = _run(eager, graphs, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert (
+        "    decode: launch-bound in 3/3 steps (GPU busy 4% of each step, median) -> try --cache static "
+        "--compile (CUDA graphs: one launch per step)\n"
+    ) in result.stdout
+    assert "    decode: device-bound in 3/3 steps" in result.stdout
+    tokens = pd.read_parquet(tmp_path / "out" / "tokens.parquet")
+    decode = tokens[(tokens["run_id"] == "graphs") & (tokens["step"] > 0)]
+    assert decode["n_launches"].tolist() == [1, 1, 1] and decode["n_kernels"].tolist() == [300] * 3
