@@ -36,9 +36,10 @@ class Attribution:
     ``annotations`` has one row per host ``user_annotation`` event (columns ``index`` into the
     trace, ``name``, ``stage`` (None when it is no label), ``thread``, ``start_us``, ``end_us``).
     Host ops (host events that are not labels) and device events are given by their indices
-    into the trace and a stage code into ``stage_names``. ``self_us`` maps each stage to its host
-    self time on the sample's main thread inside ``window_us``; the values add up to the window
-    length.
+    into the trace and a stage code into ``stage_names``; ``dev_label`` also says which label
+    occurrence (a row of ``labels``) launched each device event. ``self_us`` maps each stage to its
+    host self time on the sample's main thread (``main_thread``) inside ``window_us``; the values add
+    up to the window length.
     """
 
     stage_names: tuple[str, ...]
@@ -52,6 +53,8 @@ class Attribution:
     window_us: tuple[float, float]
     sample_index: int | None
     self_us: dict[str, float]
+    dev_label: np.ndarray  # per device event: row of ``labels`` it was attributed through, -1 none
+    main_thread: int  # the thread whose labels account for wall time (-1: no host events)
 
     @property
     def labels(self) -> pd.DataFrame:
@@ -237,6 +240,7 @@ def attribute(trace: Trace, stage_map: StageMap | None = None) -> Attribution:
     stage[inner >= 0] = label_code[inner[inner >= 0]]
     op_stage, dev_stage = stage[: len(op_index)], stage[len(op_index) :].copy()
     dev_stage[dev_thread < 0] = unattributed
+    dev_label = np.where(dev_thread < 0, -1, inner[len(op_index) :])
 
     host_idx = np.flatnonzero(host)
     window, sample_index, sample_thread = _sample_window(
@@ -256,6 +260,8 @@ def attribute(trace: Trace, stage_map: StageMap | None = None) -> Attribution:
         window_us=window,
         sample_index=sample_index,
         self_us=self_us,
+        dev_label=dev_label,
+        main_thread=main,
     )
 
 
@@ -279,6 +285,45 @@ def _main_thread(
     return -1
 
 
+def _segments(
+    label_code: np.ndarray,
+    l_thread: np.ndarray,
+    l_start: np.ndarray,
+    l_end: np.ndarray,
+    main: int,
+    window: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The main thread's time line inside ``window`` cut at label boundaries.
+
+    Returns (start, end, stage code) of consecutive pieces that tile the window; a piece outside
+    every label has stage code -1. These are the pieces that host self times sum.
+    """
+    on_main = np.flatnonzero(l_thread == main)
+    times, owner = label_breakpoints(l_start[on_main], l_end[on_main])
+    edges = np.clip(np.concatenate([[window[0]], times, [window[1]]]), window[0], window[1])
+    own = np.concatenate([[-1], owner]).astype(np.int64)
+    stage = np.where(own >= 0, label_code[on_main[np.maximum(own, 0)]] if len(on_main) else -1, -1)
+    return edges[:-1], edges[1:], stage
+
+
+def main_segments(attr: Attribution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end, stage code into ``stage_names``) of the pieces of the sample's main thread
+    inside its window, each owned by its innermost label's stage (``unlabelled`` outside every
+    label); their lengths per stage are the host self times."""
+    lab = attr.labels
+    code = {s: i for i, s in enumerate(attr.stage_names)}
+    label_code = np.fromiter((code[s] for s in lab["stage"]), dtype=np.int64, count=len(lab))
+    start, end, stage = _segments(
+        label_code,
+        lab["thread"].to_numpy(),
+        lab["start_us"].to_numpy(),
+        lab["end_us"].to_numpy(),
+        attr.main_thread,
+        attr.window_us,
+    )
+    return start, end, np.where(stage >= 0, stage, code[voc.UNLABELLED])
+
+
 def _self_time(
     stage_names: tuple[str, ...],
     label_code: np.ndarray,
@@ -290,15 +335,11 @@ def _self_time(
 ) -> dict[str, float]:
     """Host self time per stage on the main thread within ``window``; the rest is unlabelled."""
     total = window[1] - window[0]
-    per_stage = np.zeros(len(stage_names))
-    on_main = np.flatnonzero(l_thread == main)
-    if len(on_main):
-        times, owner = label_breakpoints(l_start[on_main], l_end[on_main])
-        seg = np.minimum(times[1:], window[1]) - np.maximum(times[:-1], window[0])
-        seg = np.maximum(seg, 0.0)
-        inside = owner[:-1] >= 0
-        stages = label_code[on_main[owner[:-1][inside]]]
-        per_stage = np.bincount(stages, weights=seg[inside], minlength=len(stage_names))
+    start, end, stage = _segments(label_code, l_thread, l_start, l_end, main, window)
+    inside = stage >= 0
+    per_stage = np.bincount(
+        stage[inside], weights=np.maximum(end - start, 0.0)[inside], minlength=len(stage_names)
+    )
     result = dict(zip(stage_names, per_stage.tolist(), strict=True))
     labelled = sum(v for s, v in result.items() if s != voc.UNLABELLED)
     result[voc.UNLABELLED] = total - labelled

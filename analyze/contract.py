@@ -16,6 +16,20 @@ import msgspec
 
 STR, INT, FLOAT, BOOL, NULLABLE_BOOL = "str", "int64", "float64", "bool", "boolean"
 
+# The verdict of a generation step or a sample's stage and its evidence (analyze.bound), columns of
+# both the stages and the tokens table.
+VERDICT_COLUMNS: dict[str, str] = {
+    "bound": STR,
+    "bound_span_ms": FLOAT,
+    "gpu_busy_share": FLOAT,
+    "launch_ms": FLOAT,
+    "n_launches": INT,
+    "n_graph_launches": INT,
+    "kernel_mean_us": FLOAT,
+    "kernel_median_us": FLOAT,
+    "sync_ms": FLOAT,
+}
+
 TABLE_SCHEMAS: dict[str, dict[str, str]] = {
     "runs": {
         "run_id": STR,
@@ -34,6 +48,12 @@ TABLE_SCHEMAS: dict[str, dict[str, str]] = {
         "overhead_ratio": FLOAT,
         "has_gpu": BOOL,
         "mixed_devices": BOOL,
+        "dtype": STR,
+        "attn_implementation": STR,
+        "cache": STR,
+        "compile": BOOL,
+        "load_in": STR,
+        "weights": STR,
     },
     "samples": {
         "run_id": STR,
@@ -80,6 +100,7 @@ TABLE_SCHEMAS: dict[str, dict[str, str]] = {
         "n_host_ops": INT,
         "n_kernels": INT,
         "n_device_events": INT,
+        **VERDICT_COLUMNS,
         "model": STR,
     },
     "tokens": {
@@ -93,6 +114,7 @@ TABLE_SCHEMAS: dict[str, dict[str, str]] = {
         "host_ms": FLOAT,
         "gpu_kernel_ms": FLOAT,
         "n_kernels": INT,
+        **VERDICT_COLUMNS,
         "model": STR,
     },
     "ops": {

@@ -360,3 +360,52 @@ def hta_idle_figure(idle: pd.DataFrame) -> go.Figure:
         )
     fig.update_yaxes(title="idle ms (summed over samples)")
     return _layout(fig, height=340, barmode="stack", title="HTA idle time by stream")
+
+
+VERDICT_COLOURS = {
+    "device": "#4e79a7",
+    "launch": "#e15759",
+    "sync": "#f28e2b",
+    "host": "#bab0ac",
+    "mixed": "#76b7b2",
+}
+
+
+def busy_strip_figure(tokens: pd.DataFrame) -> go.Figure:
+    """Per-step strip of GPU-busy share: one row per sample, one cell per generation step, coloured
+    by ``gpu_busy_share`` (0 white to 1 dark), the step's verdict written in the cell and its
+    evidence on hover (``tokens``: one run's rows of the tokens table)."""
+    rows = tokens.sort_values(["sample_id", "step"])
+    grid = rows.pivot_table(index="sample_id", columns="step", values="gpu_busy_share", aggfunc="first")
+    keys = ["sample_id", "step"]
+    extra = rows.set_index(keys)[["bound", "bound_span_ms", "n_launches", "sync_ms"]]
+
+    def cells(column: str) -> np.ndarray:
+        wide = extra[column].unstack("step").reindex(index=grid.index, columns=grid.columns)
+        return wide.to_numpy(dtype=object)
+
+    bound = cells("bound")
+    custom = np.stack([bound, cells("bound_span_ms"), cells("n_launches"), cells("sync_ms")], axis=-1)
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.to_numpy(dtype=float),
+            x=[str(s) for s in grid.columns],
+            y=[str(s) for s in grid.index],
+            zmin=0.0,
+            zmax=1.0,
+            colorscale="Blues",
+            colorbar=dict(title="GPU busy", tickformat=".0%"),
+            text=np.where(pd.isna(bound), "", bound),
+            texttemplate="%{text}",
+            textfont=dict(size=10),
+            customdata=custom,
+            xgap=1,
+            ygap=1,
+            hovertemplate="%{y}, step %{x}: GPU busy %{z:.0%} of %{customdata[1]:.3f} ms, "
+            "%{customdata[0]}<br>%{customdata[2]} launches, %{customdata[3]:.3f} ms in sync calls"
+            "<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title="generation step (0 = prefill)", type="category")
+    fig.update_yaxes(title="sample", type="category", autorange="reversed")
+    return _layout(fig, height=max(220, 120 + 26 * len(grid)))

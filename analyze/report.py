@@ -2,9 +2,11 @@
 
 Layout: a header (versions, runs, verification, how to open a trace in Perfetto), an
 "at a glance" table, then, where several runs are given, comparison figures with one trace per
-run (each run keeps its colour on the whole page), then one section per run: stage shares per
-sample, vision vs LLM share, per-token latency, top ops or kernels per stage, and, for GPU
-runs, HolisticTraceAnalysis's temporal, kernel and idle-time breakdowns.
+run (each run keeps its colour on the whole page) and, for runs that differ only in their
+settings, what each setting changed per stage; then one section per run: stage shares per
+sample, vision vs LLM share, per-token latency, "Why it is slow" (verdicts per stage, a per-step
+strip of GPU-busy share, the evidence table), top ops or kernels per stage, and, for GPU runs,
+HolisticTraceAnalysis's temporal, kernel and idle-time breakdowns.
 
 HTML assembly only: the numbers come from :mod:`analyze.summary`, the figures from
 :mod:`analyze.figures`, HTA's breakdowns are computed beforehand (``hta_breakdown.compute_hta``)
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+import numpy as np
 import pandas as pd
 import plotly
 import plotly.graph_objects as go
@@ -137,8 +140,90 @@ def _runs_rows(runs: pd.DataFrame) -> list[dict[str, Any]]:
             "identity_ok": _check(r.identity_ok),
             "accounting_ok": _check(r.accounting_ok),
             "overhead_ratio": r.overhead_ratio,
+            "settings": {c: _setting(getattr(r, c)) for c in numbers.SETTING_COLUMNS if c != "mode"},
         }
         for r in runs.itertuples(index=False)
+    ]
+
+
+def _setting(value: object) -> str:
+    """A setting as the run table shows it (compile: on/off; "" -> a dash)."""
+    if isinstance(value, (bool, np.bool_)):
+        return "on" if value else "off"
+    return _text(value)
+
+
+def _verdict_text(verdict: str) -> str:
+    return verdict if verdict in ("mixed", "") else f"{verdict}-bound"
+
+
+def _verdict_rows(verdicts: pd.DataFrame) -> list[dict[str, Any]]:
+    """summary.verdict_summary rows for the template: the verdict as words, the other verdicts."""
+    return [
+        {
+            "what": r["what"],
+            "verdict": _verdict_text(str(r["bound"])) if r["bound"] else "no verdict",
+            "bound": r["bound"],
+            "in": f"{r['n_bound']}/{r['n']} {r['unit']}",
+            "others": ", ".join(
+                f"{_verdict_text(v)} in {n}" for v, n in r["counts"].items() if v != r["bound"]
+            ),
+            "gpu_busy_share": r["gpu_busy_share"],
+            "remedy": r["remedy"],
+        }
+        for _, r in verdicts.iterrows()
+    ]
+
+
+def _why_section(page: _Collected, tables: Tables, run: pd.Series, index: int) -> dict[str, Any]:
+    """A run's "Why it is slow": verdicts per phase and stage, the per-step GPU-busy strip and the
+    evidence table; a CPU-only run gets a note instead of the strip."""
+    run_id = str(run["run_id"])
+    evidence = numbers.evidence_table(tables, run_id)
+    evidence["bound"] = evidence["bound"].map(_verdict_text)
+    why: dict[str, Any] = {
+        "verdicts": _verdict_rows(numbers.verdict_summary(tables, run_id)),
+        "evidence": evidence.to_dict("records") if bool(run["has_gpu"]) else [],
+        "note": None,
+        "strip": None,
+    }
+    tokens = tables.tokens.loc[tables.tokens["run_id"] == run_id]
+    if not bool(run["has_gpu"]):
+        why["note"] = page.note(
+            "CPU-only run: every stage and step is host-bound; the GPU verdicts (device, launch, "
+            "sync) do not apply."
+        )
+    elif tokens.empty:
+        why["note"] = page.note("No generation steps in these traces: no per-step strip.")
+    else:
+        why["strip"] = page.figure(
+            f"run-{index}-busy",
+            figures.busy_strip_figure(tokens),
+            "GPU-busy share of each generation step's span (first launch to last kernel end), "
+            "with the step's verdict. Hover for the span, launches and time in sync calls.",
+        )
+    return why
+
+
+def _setting_comparisons(tables: Tables) -> list[dict[str, Any]]:
+    """Runs that differ only in their settings: what changed, and per stage time and verdict."""
+    return [
+        {
+            "base": c.base,
+            "other": c.other,
+            "settings": [
+                {"name": k, "base": _setting(b), "other": _setting(o)} for k, (b, o) in c.settings.items()
+            ],
+            "stages": [
+                {
+                    **r,
+                    "base_bound": _verdict_text(r["base_bound"]),
+                    "other_bound": _verdict_text(r["other_bound"]),
+                }
+                for r in c.stages.to_dict("records")
+            ],
+        }
+        for c in numbers.setting_comparisons(tables)
     ]
 
 
@@ -265,6 +350,7 @@ def _run_section(
             f"run-{index}-tokens",
             figures.token_latency_figure(bands, tokens, tables.samples, [run_id], colours),
         )
+    section["why"] = _why_section(page, tables, run, index)
     kind = numbers.ops_kind(tables.ops, run)
     top = numbers.top_ops(tables.ops, run_id, kind, len(samples))
     section["ops_kind"] = kind
@@ -314,6 +400,7 @@ def render_report(tables: Tables, hta: HtaResults | None) -> Report:
         runs=_runs_rows(runs),
         glance=numbers.comparison_table(metrics).to_dict("records"),
         comparison=comparison,
+        settings=_setting_comparisons(tables) if len(run_ids) > 1 else [],
         sections=sections,
         plotly_js=Markup(plotly.offline.get_plotlyjs()),
     )

@@ -9,10 +9,12 @@ median over a run's samples; means and percentiles are there for the spread.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from analyze import bound
 from analyze import vocabulary as voc
 from analyze.contract import TIMING_SPREAD_LIMIT
 from analyze.tables import Tables
@@ -296,3 +298,237 @@ def _timing_spread(generate_ms: pd.Series) -> float | None:
     if len(values) < 2 or float(values.median()) <= 0:
         return None
     return float(values.max() / values.median())
+
+
+# ------------------------------------------------------------------------------------------ verdicts
+# The usual remedy per (what, verdict), naming the capture option that tries it; "what" is a phase of
+# the tokens table ("prefill", "decode") or a stage. Decode that already replays CUDA/HIP graphs has
+# its own entry (GRAPHS_REMEDY): compiling again does not remove launches.
+REMEDIES: dict[tuple[str, str], str] = {
+    ("decode", bound.LAUNCH): "try --cache static --compile (CUDA graphs: one launch per step)",
+    (
+        "decode",
+        bound.DEVICE,
+    ): "try a smaller --dtype or --load-in 4bit|8bit (decode reads every weight per token)",
+    (
+        "decode",
+        bound.SYNC,
+    ): "find the host sync inside the step (.item(), .cpu(), .tolist()); no option removes it",
+    ("prefill", bound.LAUNCH): "try --compile",
+    ("prefill", bound.DEVICE): "try --attn-implementation sdpa|flash_attention_2 or a smaller --dtype",
+    (voc.PREPROCESS, bound.HOST): "try fewer --frames or a faster preprocessing path",
+}
+GRAPHS_REMEDY = "already replayed as graphs: the remaining launches are outside the graph"
+PHASES = ("prefill", "decode")
+MATTERS_SHARE = 0.05  # a stage matters when its mean host self time is at least this share of the wall
+
+VERDICT_COLUMNS = (
+    "what",
+    "unit",
+    "bound",
+    "n_bound",
+    "n",
+    "counts",
+    "gpu_busy_share",
+    "n_graph_launches",
+    "remedy",
+)
+
+
+def _majority(bounds: pd.Series) -> tuple[str, dict[str, int]]:
+    """The most common verdict (ties: VERDICTS order) and every verdict's count, most first."""
+    counts = bounds[bounds != bound.NO_VERDICT].value_counts()
+    rank = {v: i for i, v in enumerate(bound.VERDICTS)}
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], rank.get(kv[0], len(rank))))
+    return (ordered[0][0] if ordered else bound.NO_VERDICT), {str(k): int(v) for k, v in ordered}
+
+
+def _remedy(what: str, verdict: str, n_graph_launches: float) -> str:
+    if what == "decode" and verdict == bound.LAUNCH and n_graph_launches > 0:
+        return GRAPHS_REMEDY
+    return REMEDIES.get((what, verdict), "")
+
+
+def verdict_summary(tables: Tables, run_id: str) -> pd.DataFrame:
+    """One row per phase or stage that matters in a run (VERDICT_COLUMNS), in pipeline order.
+
+    Phases come from the tokens table: ``prefill`` and ``decode``, counted over steps (unit
+    "steps"). Stages come from the stages table, counted over samples (unit "samples"): every
+    stage whose mean host self time is at least MATTERS_SHARE of the mean wall time, except
+    ``unattributed``, vision's sub-stages, and prefill/decode where the phases stand for them.
+    ``bound`` is the most common verdict, ``n_bound`` how often it occurred out of ``n``, ``counts``
+    every verdict's count; ``gpu_busy_share`` is the median over the steps or samples;
+    ``remedy`` the usual one (REMEDIES), "" where none applies.
+    """
+    tokens = tables.tokens.loc[tables.tokens["run_id"] == run_id]
+    stages = tables.stages.loc[tables.stages["run_id"] == run_id]
+    rows: list[tuple[tuple[int, int], dict[str, object]]] = []
+    for phase, sub in tokens.groupby("phase", sort=False):
+        rows.append((_phase_key(str(phase)), _verdict_row(str(phase), "steps", sub)))
+    shares = stage_summary(tables, run_id).set_index("stage")["share"]
+    seen = list(dict.fromkeys(stages["stage"]))
+    for stage, sub in stages.groupby("stage", sort=False):
+        stage = str(stage)
+        covered = not tokens.empty and stage in (voc.PREFILL, voc.DECODE)
+        part = voc.is_vision_stage(stage) and stage != voc.VISION
+        if covered or part or stage == voc.UNATTRIBUTED or not shares.get(stage, 0.0) >= MATTERS_SHARE:
+            continue
+        rows.append((stage_sort_key(stage, seen.index(stage)), _verdict_row(stage, "samples", sub)))
+    rows.sort(key=lambda r: r[0])
+    out = pd.DataFrame([r for _, r in rows], columns=list(VERDICT_COLUMNS))
+    return out.astype({"n_bound": "int64", "n": "int64", "gpu_busy_share": "float64"})
+
+
+def _phase_key(phase: str) -> tuple[int, int]:
+    return stage_sort_key(voc.PREFILL if phase == "prefill" else voc.DECODE, 0)
+
+
+def _verdict_row(what: str, unit: str, rows: pd.DataFrame) -> dict[str, object]:
+    verdict, counts = _majority(rows["bound"])
+    graphs = float(rows["n_graph_launches"].mean()) if len(rows) else 0.0
+    return {
+        "what": what,
+        "unit": unit,
+        "bound": verdict,
+        "n_bound": counts.get(verdict, 0),
+        "n": len(rows),
+        "counts": counts,
+        "gpu_busy_share": float(rows["gpu_busy_share"].median()) if len(rows) else np.nan,
+        "n_graph_launches": graphs,
+        "remedy": _remedy(what, verdict, graphs),
+    }
+
+
+EVIDENCE_TABLE_COLUMNS = (
+    "what",
+    "unit",
+    "bound",
+    "bound_span_ms",
+    "gpu_busy_share",
+    "n_launches",
+    "n_graph_launches",
+    "launch_ms",
+    "kernel_mean_us",
+    "kernel_median_us",
+    "sync_ms",
+)
+_EVIDENCE_MEANS = list(EVIDENCE_TABLE_COLUMNS[3:])
+
+
+def evidence_table(tables: Tables, run_id: str) -> pd.DataFrame:
+    """The evidence behind a run's verdicts (EVIDENCE_TABLE_COLUMNS): one row per phase (mean per
+    step, unit "step") and per stage (mean per sample, unit "sample"), in pipeline order; ``bound``
+    the most common verdict. Kernel statistics are means of the per-step or per-sample values.
+    Where the run has generation steps, the phases stand for the prefill and decode stages."""
+    tokens = tables.tokens.loc[tables.tokens["run_id"] == run_id]
+    stages = tables.stages.loc[tables.stages["run_id"] == run_id]
+    if not tokens.empty:
+        stages = stages.loc[~stages["stage"].isin([voc.PREFILL, voc.DECODE])]
+    parts = []
+    for what, unit, frame, key in (("phase", "step", tokens, "phase"), ("stage", "sample", stages, "stage")):
+        if frame.empty:
+            continue
+        grouped = frame.groupby(key, sort=False)
+        means = grouped[_EVIDENCE_MEANS].mean()
+        means["bound"] = grouped["bound"].agg(lambda b: _majority(b)[0])
+        means["unit"] = unit
+        means["order"] = [
+            _phase_key(str(k)) if what == "phase" else stage_sort_key(str(k), i)
+            for i, k in enumerate(means.index)
+        ]
+        parts.append(means.rename_axis("what").reset_index())
+    if not parts:
+        return pd.DataFrame(columns=list(EVIDENCE_TABLE_COLUMNS))
+    out = pd.concat(parts, ignore_index=True).sort_values("order", kind="stable")
+    return out[list(EVIDENCE_TABLE_COLUMNS)].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------- settings compared
+# The runs-table columns that say how a run was set up; runs of one model on one device that differ
+# only in these are compared stage by stage.
+SETTING_COLUMNS = ("mode", "dtype", "attn_implementation", "cache", "compile", "load_in", "weights")
+SETTING_CHANGE_COLUMNS = (
+    "stage",
+    "base_ms",
+    "other_ms",
+    "ratio",
+    "base_span_ms",
+    "other_span_ms",
+    "span_ratio",
+    "base_bound",
+    "other_bound",
+)
+
+
+@dataclass(frozen=True)
+class SettingComparison:
+    """Run ``other`` against ``base``: the settings that differ and what they changed per stage."""
+
+    base: str
+    other: str
+    settings: dict[str, tuple[object, object]]  # column -> (base value, other value)
+    stages: pd.DataFrame  # SETTING_CHANGE_COLUMNS
+
+
+def setting_comparisons(tables: Tables) -> list[SettingComparison]:
+    """For each run whose model and device equal an earlier run's, the comparison with the first
+    such run, when their settings (SETTING_COLUMNS) differ. Per stage (SETTING_CHANGE_COLUMNS):
+    the median per sample of host self time (base_ms, other_ms, ratio other / base) and of the
+    verdict's span (first launch to last device end: where the time went on the device timeline,
+    e.g. decode's waiting moves to stage4:other in self time but not in span), and each run's most
+    common verdict. ``unattributed`` is left out (it has no span or verdict)."""
+    runs = tables.runs.reset_index(drop=True)
+    out = []
+    for _, group in runs.groupby(["model", "device"], sort=False):
+        if len(group) < 2:
+            continue
+        base = group.iloc[0]
+        for _, other in group.iloc[1:].iterrows():
+            differ = {
+                c: (base[c], other[c]) for c in SETTING_COLUMNS if c in runs.columns and base[c] != other[c]
+            }
+            if differ:
+                out.append(
+                    SettingComparison(
+                        base=str(base["run_id"]),
+                        other=str(other["run_id"]),
+                        settings=differ,
+                        stages=_stage_changes(tables.stages, str(base["run_id"]), str(other["run_id"])),
+                    )
+                )
+    return out
+
+
+def _stage_changes(stages: pd.DataFrame, base: str, other: str) -> pd.DataFrame:
+    per_run = {}
+    for run in (base, other):
+        sub = stages.loc[(stages["run_id"] == run) & (stages["stage"] != voc.UNATTRIBUTED)]
+        grouped = sub.groupby("stage", sort=False)
+        per_run[run] = pd.DataFrame(
+            {
+                "ms": grouped["host_self_ms"].median(),
+                "span_ms": grouped["bound_span_ms"].median(),
+                "bound": grouped["bound"].agg(lambda b: _majority(b)[0]),
+            }
+        )
+    seen = list(dict.fromkeys([*per_run[base].index, *per_run[other].index]))
+    order = sorted(seen, key=lambda s: stage_sort_key(s, seen.index(s)))
+    b, o = per_run[base].reindex(order), per_run[other].reindex(order)
+
+    def ratio(col: str) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(b[col] > 0, o[col] / b[col], np.nan)
+
+    return pd.DataFrame(
+        {
+            "stage": order,
+            "base_ms": b["ms"].to_numpy(),
+            "other_ms": o["ms"].to_numpy(),
+            "ratio": ratio("ms"),
+            "base_span_ms": b["span_ms"].to_numpy(),
+            "other_span_ms": o["span_ms"].to_numpy(),
+            "span_ratio": ratio("span_ms"),
+            "base_bound": b["bound"].fillna("").to_numpy(dtype=object),
+            "other_bound": o["bound"].fillna("").to_numpy(dtype=object),
+        }
+    )[list(SETTING_CHANGE_COLUMNS)]

@@ -136,6 +136,37 @@ def _results(tasks: list[TraceTask], jobs: int, progress: bool) -> Iterator[Trac
             ) from None
 
 
+# run.json config keys of the settings users compare, with the value a run that predates them had.
+SETTING_DEFAULTS: dict[str, Any] = {
+    "attn_implementation": "",  # not recorded: transformers' own default
+    "cache": "dynamic",
+    "compile": False,
+    "load_in": "",  # none: weights loaded in --dtype
+}
+
+
+def run_settings(manifest: RunManifest | None) -> dict[str, Any]:
+    """The settings of a run as the runs table shows them: dtype, attn_implementation, cache,
+    compile, load_in, weights ("pretrained" or "random"). Older run.json files lack some keys: the
+    defaults above apply, and ``weights`` is "random" when the model's weights source says so.
+    Without a run.json everything is empty (compile False)."""
+    if manifest is None:
+        return {"dtype": "", **dict.fromkeys(SETTING_DEFAULTS, ""), "compile": False, "weights": ""}
+    config = manifest.config
+    values = {k: config.get(k, default) for k, default in SETTING_DEFAULTS.items()}
+    weights = config.get("weights") or (
+        "random" if manifest.model.weights.startswith("random") else "pretrained"
+    )
+    return {
+        "dtype": manifest.dtype or str(config.get("dtype") or ""),
+        "attn_implementation": str(values["attn_implementation"] or ""),
+        "cache": str(values["cache"] or ""),
+        "compile": bool(values["compile"]),
+        "load_in": str(values["load_in"] or ""),
+        "weights": str(weights),
+    }
+
+
 def _run_row(run: RunInput, read: list[TraceTables], n_skipped: int) -> dict[str, Any]:
     m = run.manifest
     has_gpu = any(r.has_gpu for r in read)
@@ -163,6 +194,7 @@ def _run_row(run: RunInput, read: list[TraceTables], n_skipped: int) -> dict[str
         "overhead_ratio": float("nan") if ratio is None else float(ratio),
         "has_gpu": has_gpu,
         "mixed_devices": len(gpu_names) > 1,
+        **run_settings(m),
     }
 
 

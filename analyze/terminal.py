@@ -3,7 +3,8 @@
 Per run: a header, the stage table (host self time mean/p50/p90 over samples, mean GPU kernel
 time, share of the mean wall time; a total row with the wall time's mean/median/p90),
 vision-vs-LLM shares, GPU busy time, TTFT and TPOT (the median over samples, with the spread),
-tokens/s; then the warnings. Tables are laid out by rich and rendered to a string without
+tokens/s, the verdicts (what bounds each phase and stage that matters, with the usual remedy);
+then the warnings. Tables are laid out by rich and rendered to a string without
 colour codes, so the text is the same on a terminal, in a pipe and in a test.
 """
 
@@ -17,7 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from analyze.summary import run_metrics, stage_summary, summary_warnings
+from analyze.summary import run_metrics, stage_summary, summary_warnings, verdict_summary
 from analyze.tables import Tables
 
 # Plain ASCII rules under the header and above the total row; no vertical lines, no outer edge.
@@ -81,6 +82,43 @@ def stage_table(tables: Tables, run_id: str, metrics: pd.Series) -> Table:
     return table
 
 
+def verdict_name(verdict: str) -> str:
+    """``launch`` -> ``launch-bound``; ``mixed`` stays as it is."""
+    return verdict if verdict in ("mixed", "") else f"{verdict}-bound"
+
+
+def verdict_line(row: pd.Series) -> str:
+    """One row of summary.verdict_summary as text, e.g. ``decode: launch-bound in 15/15 steps
+    (GPU busy 4% of each step, median) -> try --cache static --compile (...)``."""
+    if not row["bound"]:
+        return f"{row['what']}: no verdict"
+    others = [f"{verdict_name(v)} in {n}" for v, n in row["counts"].items() if v != row["bound"]]
+    text = f"{row['what']}: {verdict_name(row['bound'])} in {row['n_bound']}/{row['n']} {row['unit']}"
+    if others:
+        text += ", " + ", ".join(others)
+    if row["bound"] == "host" and not others:
+        text += " (no device work)"
+    elif not math.isnan(row["gpu_busy_share"]):
+        each = "each step" if row["unit"] == "steps" else "its span"
+        text += f" (GPU busy {100 * row['gpu_busy_share']:.0f}% of {each}, median)"
+    if row["remedy"]:
+        text += f" -> {row['remedy']}"
+    return text
+
+
+def verdict_lines(tables: Tables, run_id: str, has_gpu: bool) -> list[str]:
+    """The verdict block of one run: one line per phase or stage that matters; on a CPU-only
+    run one line, since every stage is host-bound there."""
+    if not has_gpu:
+        return ["  verdict: host-bound throughout (CPU-only trace: no GPU verdict applies)"]
+    rows = verdict_summary(tables, run_id)
+    if rows.empty:
+        return []
+    return ["  verdicts (what bounds each part; the thresholds are in the README):"] + [
+        "    " + verdict_line(row) for _, row in rows.iterrows()
+    ]
+
+
 def format_run(tables: Tables, run_id: str, metrics: pd.Series) -> str:
     """The summary block of one run (``metrics``: its row of run_metrics)."""
     run = tables.runs[tables.runs["run_id"] == run_id].iloc[0]
@@ -119,6 +157,7 @@ def format_run(tables: Tables, run_id: str, metrics: pd.Series) -> str:
         )
     else:
         lines.append("  no generation steps (no stage4:prefill / stage4:decode#k labels): no TTFT or TPOT")
+    lines.extend(verdict_lines(tables, run_id, bool(run["has_gpu"])))
     return "\n".join(lines)
 
 

@@ -6,6 +6,10 @@ vision work included); where the step launched no device work (CPU traces) it is
 host end. Latency of step k = its emission minus step k-1's; for step 0 it is the TTFT, the
 emission minus the start of ``stage4:generate``. Steps are found by their label names whatever
 stage map is in use, since they are structural, not stages.
+
+Each step also gets its verdict and evidence (:mod:`analyze.bound`): its launch calls are the
+ones made inside its label, its device work the events launched there (the same assignment that
+times the token).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analyze import bound
 from analyze import vocabulary as voc
 from analyze.attribute import Attribution
 from analyze.parse import KERNEL, Trace
@@ -26,6 +31,7 @@ TOKEN_COLUMNS = (
     "host_ms",
     "gpu_kernel_ms",
     "n_kernels",
+    *bound.EVIDENCE_COLUMNS,
 )
 
 
@@ -38,11 +44,26 @@ def generate_span_us(attr: Attribution) -> tuple[float, float] | None:
     return float(first["start_us"]), float(first["end_us"])
 
 
-def token_steps(trace: Trace, attr: Attribution) -> tuple[pd.DataFrame, bool]:
+def locate_steps(
+    start: np.ndarray, end: np.ndarray, thread: np.ndarray, q_thread: np.ndarray, q_ts: np.ndarray
+) -> np.ndarray:
+    """For each host point (q_thread, q_ts), the step (row of start/end/thread) whose label
+    contains it on the same thread, or -1. Steps do not overlap one another."""
+    by_start = np.argsort(start, kind="stable")
+    pos = np.searchsorted(start[by_start], q_ts, side="right") - 1
+    k = by_start[np.maximum(pos, 0)]
+    inside = (pos >= 0) & (q_ts < end[k]) & (q_thread == thread[k])
+    return np.where(inside, k, -1)
+
+
+def token_steps(
+    trace: Trace, attr: Attribution, act: bound.Activity | None = None
+) -> tuple[pd.DataFrame, bool]:
     """One row per generation step (TOKEN_COLUMNS) and whether emissions used the device.
 
     Times are relative to the start of ``stage4:generate`` (else of the first step, and then
-    step 0 has no latency since there is no TTFT without the generate label).
+    step 0 has no latency since there is no TTFT without the generate label). ``act``: the
+    trace's :func:`bound.activity`, if already computed.
     """
     ann = attr.annotations
     names = ann["name"].unique()
@@ -58,14 +79,12 @@ def token_steps(trace: Trace, attr: Attribution) -> tuple[pd.DataFrame, bool]:
 
     # Assign each launched device event to the step label (on its thread) that contains its launch.
     launched = attr.dev_launch_thread >= 0
-    d_ts = attr.dev_launch_ts_us[launched]
-    d_thread = attr.dev_launch_thread[launched]
-    d_index = attr.dev_index[launched]
-    by_start = np.argsort(start, kind="stable")
-    pos = np.searchsorted(start[by_start], d_ts, side="right") - 1
-    k = by_start[np.maximum(pos, 0)]
-    inside = (pos >= 0) & (d_ts < end[k]) & (d_thread == thread[k])
-    k, d_index = k[inside], d_index[inside]
+    dev_step = np.full(len(attr.dev_index), -1, dtype=np.int64)
+    dev_step[launched] = locate_steps(
+        start, end, thread, attr.dev_launch_thread[launched], attr.dev_launch_ts_us[launched]
+    )
+    inside = dev_step >= 0
+    k, d_index = dev_step[inside], attr.dev_index[inside]
     d_end = trace.ts_us[d_index] + trace.dur_us[d_index]
     is_kernel = trace.cat.isin(KERNEL)[d_index]
 
@@ -83,6 +102,10 @@ def token_steps(trace: Trace, attr: Attribution) -> tuple[pd.DataFrame, bool]:
     latency = np.diff(emitted_ms, prepend=0.0)
     if gen is None or steps["step"].iloc[0] != 0:
         latency[0] = np.nan
+    act = bound.activity(trace, attr) if act is None else act
+    sp = bound.spans(act, n, dev_step, start, end, thread)
+    ct = bound.counts(act, n, dev_step, locate_steps(start, end, thread, act.call_thread, act.call_ts_us))
+    evidence = bound.evidence_frame(act, sp, ct)
     table = pd.DataFrame(
         {
             "step": steps["step"].to_numpy(),
@@ -93,10 +116,13 @@ def token_steps(trace: Trace, attr: Attribution) -> tuple[pd.DataFrame, bool]:
             "host_ms": (end - start) / 1000.0,
             "gpu_kernel_ms": kernel_us / 1000.0,
             "n_kernels": n_kernels.astype(np.int64),
+            **{c: evidence[c].to_numpy() for c in bound.EVIDENCE_COLUMNS},
         }
     )
     return table, bool(on_device.any())
 
 
 def _dtype(column: str) -> str:
-    return {"step": "int64", "n_kernels": "int64", "phase": "object"}.get(column, "float64")
+    kinds = {"step": "int64", "n_kernels": "int64", "phase": "str", **bound.EVIDENCE_COLUMNS}
+    kind = kinds.get(column, "float64")
+    return "object" if kind == "str" else kind

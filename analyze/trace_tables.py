@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analyze import bound
 from analyze import vocabulary as voc
 from analyze.attribute import Attribution, attribute, union_us
 from analyze.parse import (
@@ -70,8 +71,10 @@ def _keyed(task: TraceTask, rows: pd.DataFrame) -> pd.DataFrame:
     return keyed[["run_id", "sample_id", *rows.columns, "model"]]
 
 
-def stage_rows(trace: Trace, attr: Attribution) -> pd.DataFrame:
-    """Per-stage host and device totals of one trace (no key columns)."""
+def stage_rows(trace: Trace, attr: Attribution, act: bound.Activity | None = None) -> pd.DataFrame:
+    """Per-stage host and device totals, verdict and its evidence, of one trace (no key columns).
+
+    ``act``: the trace's :func:`bound.activity`, if already computed."""
     n_stages = len(attr.stage_names)
     labels = attr.labels
     code = {s: i for i, s in enumerate(attr.stage_names)}
@@ -118,6 +121,8 @@ def stage_rows(trace: Trace, attr: Attribution) -> pd.DataFrame:
             "n_device_events": n_device.astype(np.int64),
         }
     )
+    evidence = bound.stage_evidence(trace, attr, act)
+    rows = pd.concat([rows, evidence], axis=1)
     occurs = (n_labels > 0) | (n_host_ops > 0) | (n_device > 0) | (np.abs(self_us) > 0)
     order = sorted(np.flatnonzero(occurs).tolist(), key=lambda i: stage_sort_key(attr.stage_names[i], i))
     return rows.iloc[order].reset_index(drop=True)
@@ -222,8 +227,9 @@ def sample_row(
 
 def trace_tables(trace: Trace, attr: Attribution, task: TraceTask) -> TraceTables:
     """All table rows of one attributed trace, keyed by the task's run and sample."""
-    stages = stage_rows(trace, attr)
-    tokens, device_timeline = token_steps(trace, attr)
+    act = bound.activity(trace, attr)
+    stages = stage_rows(trace, attr, act)
+    tokens, device_timeline = token_steps(trace, attr, act)
     ops = op_rows(trace, attr)
     row = sample_row(trace, attr, stages, tokens, device_timeline)
     if row["sample_index"] is None:

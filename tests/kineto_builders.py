@@ -183,3 +183,90 @@ def write_run(run_dir: Path, traces: list[KinetoTrace], run_json: dict | None = 
     if run_json is not None:
         (run_dir / "run.json").write_text(json.dumps(run_json))
     return run_dir
+
+
+# Verdict scenarios (analyze.bound): one GPU sample whose every verdict is known by construction.
+# load [0, 1000) and preprocess [1000, 11000) are host work; generate starts at 11000; the prefill
+# label [11000, 11200) launches 10 back-to-back 5 ms kernels (11100 .. 61100, launched at 11010,
+# 11020, ...); stage4:other then waits in cudaStreamSynchronize [11210, 61110); decode step k
+# starts at DECODE_START_US + (k - 1) * STEP_STRIDE_US and is shaped by ``decode``.
+DECODE_START_US = 61_200
+STEP_STRIDE_US = 10_200
+DECODE_SHAPES = ("launch", "graph", "sync", "mixed", "host")
+
+
+def _sync_call(t: KinetoTrace, name: str, start_us: float, end_us: float) -> None:
+    t.runtime(name, t._ns(start_us), round((end_us - start_us) * 1000), correlation=t.new_id())
+
+
+def verdict_trace(decode: str = "launch", *, sample: int = 0, n_steps: int = 3) -> KinetoTrace:
+    """A GPU sample: prefill device-bound, stage2:preprocess host, and ``n_steps`` decode steps:
+
+    - "launch": label [s, s+10000), 200 launches (5 us each, every 50 us) of 2 us kernels, each
+      10 us after its launch: span 9962 us, busy 400 us (4.0%), launch-bound.
+    - "graph": label [s, s+100), ONE cudaGraphLaunch at s+10 (30 us) replaying 300 kernels of
+      30 us back to back from s+50; stage4:other syncs until s+9060: span 9040 us, busy 9000 us,
+      device-bound, 1 launch for 300 kernels.
+    - "sync": label [s, s+10000), a kernel launched at s+10 ([s+20, s+30)), a blocking cudaMemcpy
+      [s+40, s+9040) whose copy runs [s+9030, s+9040), a kernel launched at s+9050 ([s+9060,
+      s+9070)): span 9060 us, busy 30 us, sync 9000 us: sync-bound, 2 launches.
+    - "mixed": label [s, s+1000), kernels [s+20, s+270) and [s+600, s+850) launched at s+10 and
+      s+500: span 840 us, busy 500 us (59.5%): mixed.
+    - "host": label [s, s+1000) with a cpu_op and no device work: host.
+    """
+    if decode not in DECODE_SHAPES:
+        raise ValueError(decode)
+    t = KinetoTrace(device=H100)
+    end = DECODE_START_US + n_steps * STEP_STRIDE_US
+    t.label(f"sample#{sample}", 0, end + 100)
+    t.label("stage1:load", 0, 1000)
+    t.label("stage2:preprocess", 1000, 11_000)
+    t.op("aten::resize", 1100, 10_900)
+    t.label("stage4:generate", 11_000, end)
+    t.label("stage4:prefill", 11_000, 11_200)
+    for i in range(10):
+        t.launch(11_010 + 10 * i, 11_100 + 5000 * i, 11_100 + 5000 * (i + 1), name="prefill_gemm")
+    _sync_call(t, "cudaStreamSynchronize", 11_210, 61_110)
+    for k in range(1, n_steps + 1):
+        s = DECODE_START_US + (k - 1) * STEP_STRIDE_US
+        if decode == "launch":
+            t.label(f"stage4:decode#{k}", s, s + 10_000)
+            for i in range(200):
+                t.launch(s + 50 * i, s + 50 * i + 10, s + 50 * i + 12, name="decode_elementwise")
+        elif decode == "graph":
+            t.label(f"stage4:decode#{k}", s, s + 100)
+            corr = t.new_id()
+            t.runtime("cudaGraphLaunch", t._ns(s + 10), 30_000, correlation=corr, external_id=corr)
+            for i in range(300):
+                start = t._ns(s + 50 + 30 * i)
+                t.kernel("graph_kernel", 7, start, 30_000, correlation=corr, external_id=corr)
+            _sync_call(t, "cudaStreamSynchronize", s + 110, s + 9060)
+        elif decode == "sync":
+            t.label(f"stage4:decode#{k}", s, s + 10_000)
+            t.launch(s + 10, s + 20, s + 30, name="decode_gemv")
+            corr = t.new_id()
+            t.runtime("cudaMemcpy", t._ns(s + 40), 9_000_000, correlation=corr, external_id=corr)
+            t.memcpy("Memcpy DtoH (Device -> Pageable)", 7, t._ns(s + 9030), 10_000, correlation=corr)
+            t.launch(s + 9050, s + 9060, s + 9070, name="decode_gemv")
+        elif decode == "mixed":
+            t.label(f"stage4:decode#{k}", s, s + 1000)
+            t.launch(s + 10, s + 20, s + 270, name="decode_gemv")
+            t.launch(s + 500, s + 600, s + 850, name="decode_gemv")
+        else:
+            t.label(f"stage4:decode#{k}", s, s + 1000)
+            t.op("aten::argmax", s + 100, s + 900)
+    return t
+
+
+def write_verdict_runs(root: Path) -> list[Path]:
+    """Two runs of one model on one GPU that differ only in their settings: ``eager`` (launch-bound
+    decode, cache dynamic, no compile) and ``graphs`` (decode replayed as one graph launch per step:
+    device-bound; cache static, compile on), one sample of verdict_trace each."""
+    eager = manifest("eager", n_samples=1)
+    graphs = manifest("graphs", n_samples=1)
+    graphs["config"].update(cache="static", compile=True, attn_implementation="sdpa")
+    eager["config"]["attn_implementation"] = "sdpa"
+    return [
+        write_run(root / "eager", [verdict_trace("launch")], eager),
+        write_run(root / "graphs", [verdict_trace("graph")], graphs),
+    ]

@@ -59,6 +59,12 @@ def _runs(root: Path, gpu: bool) -> pd.DataFrame:
             "overhead_ratio": [1.07, np.nan],
             "has_gpu": [False, gpu],
             "mixed_devices": [False, False],
+            "dtype": ["float32", "bfloat16" if gpu else "float32"],
+            "attn_implementation": ["sdpa", "sdpa"],
+            "cache": ["dynamic", "dynamic"],
+            "compile": [False, False],
+            "load_in": ["", ""],
+            "weights": ["random", "random"],
         }
     )
 
@@ -132,9 +138,42 @@ def _tokens(gpu: bool) -> pd.DataFrame:
                         # decode steps 1-3 are launch-bound on the GPU run: kernels a fifth of host time
                         "gpu_kernel_ms": (host * (0.2 if 1 <= k <= 3 else 0.9)) if run_gpu else 0.0,
                         "n_kernels": 12 if run_gpu else 0,
+                        **_evidence(run_gpu, host, 0.04 if 1 <= k <= 3 else 0.9),
                     }
                 )
-    return pd.DataFrame(rows).astype({"step": "int64", "n_kernels": "int64"})
+    return pd.DataFrame(rows).astype({"step": "int64", "n_kernels": "int64", "n_launches": "int64"})
+
+
+# The verdicts of the GPU run: decode steps 1-3 launch-bound (GPU busy 4%), the others device-bound
+# (90%); per stage, vision and prefill device-bound, decode launch-bound (20%). CPU run: all host.
+STAGE_BUSY = {"stage3:vision": 0.9, "stage4:prefill": 0.9, "stage4:decode": 0.2}
+
+
+def _evidence(run_gpu: bool, span_ms: float, busy_share: float) -> dict[str, object]:
+    """The verdict columns of a step or stage that spans ``span_ms`` with this GPU-busy share."""
+    if not run_gpu:
+        return {
+            "bound": "host",
+            "bound_span_ms": span_ms,
+            "gpu_busy_share": np.nan,
+            "launch_ms": 0.0,
+            "n_launches": 0,
+            "n_graph_launches": 0,
+            "kernel_mean_us": np.nan,
+            "kernel_median_us": np.nan,
+            "sync_ms": 0.0,
+        }
+    return {
+        "bound": "device" if busy_share >= 0.7 else "launch",
+        "bound_span_ms": span_ms,
+        "gpu_busy_share": busy_share,
+        "launch_ms": 0.06,
+        "n_launches": 12,
+        "n_graph_launches": 0,
+        "kernel_mean_us": 1000.0 * busy_share * span_ms / 12,
+        "kernel_median_us": 1000.0 * busy_share * span_ms / 12,
+        "sync_ms": 0.0,
+    }
 
 
 def _ops_and_stages(gpu: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -174,6 +213,7 @@ def _ops_and_stages(gpu: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
                         "n_host_ops": 16,
                         "n_kernels": 12 if run_gpu else 0,
                         "n_device_events": 12 if run_gpu else 0,
+                        **_evidence(run_gpu, host, STAGE_BUSY[stage]),
                     }
                 )
     ops = pd.DataFrame(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
-from kineto_builders import manifest, vlm_trace, write_run
+from kineto_builders import manifest, vlm_trace, write_run, write_verdict_runs
 
 from analyze import hta_breakdown
 from analyze.cli import main
@@ -273,3 +273,17 @@ def test_traces_from_different_gpus_say_so_per_sample_and_per_run(tmp_path: Path
     assert bool(runs["mixed_devices"].iloc[0]) and runs["gpu_name"].iloc[0] == " | ".join(sorted(names))
     assert "its traces come from different devices" in result.stderr + result.output
     assert "NVIDIA B200 (1)" in result.stderr + result.output
+
+
+def test_cli_prints_the_verdicts(tmp_path: Path) -> None:
+    eager, graphs = write_verdict_runs(tmp_path)
+    result = _run(eager, graphs, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert (
+        "    decode: launch-bound in 3/3 steps (GPU busy 4% of each step, median) -> try --cache static "
+        "--compile (CUDA graphs: one launch per step)\n"
+    ) in result.stdout
+    assert "    decode: device-bound in 3/3 steps" in result.stdout
+    tokens = pd.read_parquet(tmp_path / "out" / "tokens.parquet")
+    decode = tokens[(tokens["run_id"] == "graphs") & (tokens["step"] > 0)]
+    assert decode["n_launches"].tolist() == [1, 1, 1] and decode["n_kernels"].tolist() == [300] * 3

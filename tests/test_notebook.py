@@ -46,7 +46,7 @@ def test_notebook_runs_on_analysis_tables(tmp_path: Path, monkeypatch: pytest.Mo
     )
     client.execute()
     text = _outputs_text(nb)
-    # GPU run: decode steps 1-3 have kernels at a fifth of host time (fixture), the others at 0.9
+    # GPU run: decode steps 1-3 are launch-bound (fixture verdicts: GPU busy 4%), the others device-bound
     assert f"{RUN_GPU}: launch-bound decode steps [1, 2, 3] of 7" in text
     # CPU run: aten::linear, 4 calls x 200 us per sample, 4 samples over 28 decode steps
     assert f"{RUN_CPU}: aten::linear dominates a decode step (0.114 ms per step)" in text

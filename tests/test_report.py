@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 import plotly.offline
 import pytest
+from kineto_builders import write_verdict_runs
 from markupsafe import escape
 from report_fixtures import RUN_CPU, RUN_GPU, make_tables
 
 from analyze import figures, hta_breakdown, report, summary
 from analyze.errors import AnalyzeError
-from analyze.tables import Tables
+from analyze.tables import Tables, analyze_paths
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -347,3 +348,85 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, gpu_report: report.
     assert sorted(ids) == sorted(gpu_report.figures)
     assert rendered >= len(ids)
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------- why it is slow
+
+
+def _why(page: str, index: int) -> str:
+    """The "Why it is slow" part of run section ``index``."""
+    start = page.index(f'<h3 id="why-{index}">Why it is slow</h3>')
+    return page[start : page.index("<h3>Top ", start)]
+
+
+@pytest.fixture(scope="module")
+def verdict_report(tmp_path_factory: pytest.TempPathFactory) -> report.Report:
+    """Two runs of one model that differ in cache and compile: launch-bound vs graph decode."""
+    tables = analyze_paths(write_verdict_runs(tmp_path_factory.mktemp("verdicts")))[0]
+    return report.render_report(tables, None)
+
+
+def test_why_section_has_verdicts_strip_and_evidence(verdict_report: report.Report) -> None:
+    rep = verdict_report
+    eager = _why(rep.html, 0)
+    row = next(r for r in eager.split("<tr>") if r.startswith("<td>decode</td><td><b>"))
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    assert cells == [
+        "decode",
+        "<b>launch-bound</b>",
+        "3/3 steps",
+        "–",
+        "4%",
+        "try --cache static --compile (CUDA graphs: one launch per step)",
+    ]
+    assert "<td>stage2:preprocess</td><td><b>host-bound</b></td>" in eager
+    # the evidence table: decode per step
+    ev = next(r for r in eager.split("<tr>") if r.startswith("<td>decode</td><td>step</td>"))
+    assert re.findall(r"<td[^>]*>(.*?)</td>", ev)[2:7] == ["launch-bound", "9.962", "4%", "200.0", "0.0"]
+    # the per-step strip: one cell per step, coloured by GPU-busy share, the verdict written in it
+    strip = rep.figures["run-0-busy"].data[0]
+    assert list(strip.x) == ["0", "1", "2", "3"] and list(strip.y) == ["sample-00000"]
+    assert np.asarray(strip.z, dtype=float)[0].tolist() == pytest.approx([50_000 / 50_090] + [400 / 9962] * 3)
+    assert np.asarray(strip.text)[0].tolist() == ["device", "launch", "launch", "launch"]
+    assert 'id="run-0-busy"' in rep.html and 'id="run-1-busy"' in rep.html
+    assert "<td><b>device-bound</b></td><td>3/3 steps</td>" in _why(rep.html, 1)
+
+
+def test_runs_that_differ_in_settings_are_compared_per_stage(verdict_report: report.Report) -> None:
+    page = verdict_report.html
+    runs = page[page.index("<h3>Runs</h3>") : page.index('id="glance"')]
+    graphs = next(r for r in runs.split("<tr>") if "<b>graphs</b>" in r)
+    # dtype, attention, cache, compile, load in, weights
+    assert re.findall(r"<td[^>]*>(.*?)</td>", graphs)[5:11] == [
+        "–",
+        "sdpa",
+        "static",
+        "on",
+        "–",
+        "pretrained",
+    ]
+    cmp = page[page.index("What the settings changed") : page.index('id="run-0"')]
+    assert "What the settings changed: graphs vs eager" in cmp
+    assert "cache dynamic → static; compile off → on" in cmp
+    decode = next(r for r in cmp.split("<tr>") if r.startswith("<td>stage4:decode</td>"))
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", decode)
+    assert cells[1:4] == ["30.00", "0.30", "0.01×"]  # host self ms: the waiting moved to stage4:other
+    assert cells[4:7] == ["29.89", "27.12", "0.91×"]  # span: first launch to last kernel end
+    assert cells[7] == "launch-bound → <b>device-bound</b>"
+    pre = next(r for r in cmp.split("<tr>") if r.startswith("<td>stage2:preprocess</td>"))
+    assert pre.endswith("<td>host-bound (same)</td></tr>\n")
+
+
+def test_cpu_only_run_says_gpu_verdicts_do_not_apply(tmp_path: Path) -> None:
+    rep = report.render_report(make_tables(tmp_path, gpu=False), None)
+    why = _why(rep.html, 0)
+    assert "CPU-only run: every stage and step is host-bound" in why
+    assert "<b>host-bound</b>" in why and "launch-bound" not in why
+    assert 'class="evidence"' not in why and "run-0-busy" not in rep.figures
+
+
+def test_fixture_gpu_run_strip_marks_launch_bound_steps(gpu_report: report.Report) -> None:
+    strip = gpu_report.figures["run-1-busy"].data[0]
+    assert list(strip.x) == [str(k) for k in range(8)] and len(strip.y) == 4
+    assert np.asarray(strip.text)[:, 1:4].tolist() == [["launch"] * 3] * 4
+    assert "run-0-busy" not in gpu_report.figures  # the CPU run

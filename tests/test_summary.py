@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from kineto_builders import manifest, vlm_trace, write_run
+from kineto_builders import manifest, vlm_trace, write_run, write_verdict_runs
 from report_fixtures import RUN_CPU, RUN_GPU, make_tables
 
+from analyze import summary
 from analyze import vocabulary as voc
 from analyze.summary import (
     RUN_METRIC_COLUMNS,
@@ -71,6 +72,15 @@ def test_tpot_percentiles_pool_every_decode_token(tables: Tables) -> None:
             "host_ms": 0.0,
             "gpu_kernel_ms": 0.0,
             "n_kernels": 0,
+            "bound": "host",
+            "bound_span_ms": 0.0,
+            "gpu_busy_share": np.nan,
+            "launch_ms": 0.0,
+            "n_launches": 0,
+            "n_graph_launches": 0,
+            "kernel_mean_us": np.nan,
+            "kernel_median_us": np.nan,
+            "sync_ms": 0.0,
             "model": "",
         }
     )
@@ -149,3 +159,85 @@ def test_spread_out_generate_times_are_a_warning(tmp_path: Path) -> None:
     # max/median = 1000 / 115
     assert spread.startswith(f"run {RUN_CPU}: per-sample generate() time varies 8.7x (max/median)")
     assert "--threads 1" in spread
+
+
+# ------------------------------------------------------------------------------------- verdicts
+
+
+@pytest.fixture(scope="module")
+def verdict_tables(tmp_path_factory: pytest.TempPathFactory) -> Tables:
+    return analyze_paths(write_verdict_runs(tmp_path_factory.mktemp("verdicts")))[0]
+
+
+def test_verdict_summary_counts_steps_and_names_the_remedy(verdict_tables: Tables) -> None:
+    v = summary.verdict_summary(verdict_tables, "eager").set_index("what")
+    # load (1.1% of the wall) and unlabelled (0.1%) do not matter; prefill and decode come from the steps
+    assert list(v.index) == ["stage2:preprocess", "prefill", "decode", "stage4:other"]
+    decode = v.loc["decode"]
+    assert (decode["bound"], decode["n_bound"], decode["n"], decode["unit"]) == ("launch", 3, 3, "steps")
+    assert decode["counts"] == {"launch": 3}
+    assert decode["gpu_busy_share"] == pytest.approx(400 / 9962)
+    assert "--cache static --compile" in decode["remedy"]
+    assert v.loc["prefill", "bound"] == "device" and "--attn-implementation" in v.loc["prefill", "remedy"]
+    pre = v.loc["stage2:preprocess"]
+    assert (pre["bound"], pre["unit"]) == ("host", "samples") and "--frames" in pre["remedy"]
+    assert v.loc["stage4:other", "bound"] == "device" and v.loc["stage4:other", "remedy"] == ""
+    graphs = summary.verdict_summary(verdict_tables, "graphs").set_index("what")
+    assert graphs.loc["decode", "bound"] == "device" and "--load-in" in graphs.loc["decode", "remedy"]
+
+
+def test_launch_bound_decode_that_already_uses_graphs_gets_no_compile_advice(verdict_tables: Tables) -> None:
+    tokens = verdict_tables.tokens.copy()
+    graphs = (tokens["run_id"] == "graphs") & (tokens["step"] > 0)
+    tokens.loc[graphs, "bound"] = "launch"
+    v = summary.verdict_summary(dataclasses.replace(verdict_tables, tokens=tokens), "graphs").set_index(
+        "what"
+    )
+    assert v.loc["decode", "remedy"] == summary.GRAPHS_REMEDY
+
+
+def test_mixed_verdicts_are_counted_most_first(verdict_tables: Tables) -> None:
+    tokens = verdict_tables.tokens.copy()
+    first_decode = (tokens["run_id"] == "eager") & (tokens["step"] == 1)
+    tokens.loc[first_decode, "bound"] = "mixed"
+    v = summary.verdict_summary(dataclasses.replace(verdict_tables, tokens=tokens), "eager").set_index("what")
+    assert v.loc["decode", "counts"] == {"launch": 2, "mixed": 1}
+    assert (v.loc["decode", "bound"], v.loc["decode", "n_bound"]) == ("launch", 2)
+
+
+def test_evidence_table_per_step_and_per_stage(verdict_tables: Tables) -> None:
+    e = summary.evidence_table(verdict_tables, "eager").set_index("what")
+    assert list(e.index) == [
+        "stage1:load",
+        "stage2:preprocess",
+        "prefill",
+        "decode",
+        "stage4:other",
+        "unlabelled",
+    ]
+    assert e.loc["decode", "unit"] == "step" and e.loc["stage1:load", "unit"] == "sample"
+    assert e.loc["decode", "n_launches"] == 200 and e.loc["decode", "bound_span_ms"] == pytest.approx(9.962)
+    assert e.loc["prefill", "kernel_median_us"] == pytest.approx(5000.0)
+    assert e.loc["stage4:other", "sync_ms"] == pytest.approx(49.9)
+
+
+def test_setting_comparisons_per_stage(verdict_tables: Tables) -> None:
+    (c,) = summary.setting_comparisons(verdict_tables)
+    assert (c.base, c.other) == ("eager", "graphs")
+    assert c.settings == {"cache": ("dynamic", "static"), "compile": (False, True)}
+    s = c.stages.set_index("stage")
+    assert list(c.stages.columns) == list(summary.SETTING_CHANGE_COLUMNS)
+    assert (s.loc["stage4:decode", "base_bound"], s.loc["stage4:decode", "other_bound"]) == (
+        "launch",
+        "device",
+    )
+    assert s.loc["stage4:decode", "base_span_ms"] == pytest.approx(3 * 9.962)
+    assert s.loc["stage4:decode", "other_span_ms"] == pytest.approx(3 * 9.04)
+    assert s.loc["stage4:decode", "span_ratio"] == pytest.approx(9.04 / 9.962)
+    assert s.loc["stage4:decode", "ratio"] == pytest.approx(0.3 / 30.0)
+    assert s.loc["stage2:preprocess", "ratio"] == pytest.approx(1.0)
+    assert "unattributed" not in s.index
+
+
+def test_runs_of_different_models_are_not_compared(tables: Tables) -> None:
+    assert summary.setting_comparisons(tables) == []

@@ -233,3 +233,45 @@ def test_gzip_and_plain_json_give_the_same_tables(tmp_path: Path) -> None:
     a, _ = analyze_paths([plain.parent])
     b, _ = analyze_paths([zipped.parent])
     pd.testing.assert_frame_equal(a.stages.drop(columns="run_id"), b.stages.drop(columns="run_id"))
+
+
+def test_runs_table_settings_from_run_json(tables: Tables, tmp_path: Path) -> None:
+    runs = tables.runs.set_index("run_id")
+    settings = ["dtype", "attn_implementation", "cache", "compile", "load_in", "weights"]
+    # An older run.json without the settings: the defaults a run before them had.
+    assert runs.loc["run-a", settings].tolist() == ["", "", "dynamic", False, "", "pretrained"]
+    # No run.json: nothing known.
+    assert runs.loc["b", settings].tolist() == ["", "", "", False, "", ""]
+    newer = manifest("new")
+    newer["dtype"] = "bfloat16"
+    newer["config"].update(
+        attn_implementation="flash_attention_2",
+        cache="static",
+        compile=True,
+        load_in="4bit",
+        weights="random",
+    )
+    older_random = manifest("old-random")
+    older_random["model"]["weights"] = "random init (tiny config, seed 0)"
+    write_run(tmp_path / "new", [vlm_trace()], newer)
+    write_run(tmp_path / "old", [vlm_trace()], older_random)
+    got = analyze_paths([tmp_path / "new", tmp_path / "old"])[0].runs.set_index("run_id")
+    assert got.loc["new", settings].tolist() == [
+        "bfloat16",
+        "flash_attention_2",
+        "static",
+        True,
+        "4bit",
+        "random",
+    ]
+    assert got.loc["old-random", "weights"] == "random"
+
+
+def test_stages_and_tokens_carry_verdicts(tables: Tables) -> None:
+    st = tables.stages.set_index(["run_id", "sample_id", "stage"]).sort_index()
+    assert st.loc[("run-a", "sample-00000", voc.VISION_TOWER), "bound"] == "device"
+    assert st.loc[("run-a", "sample-00000", voc.UNATTRIBUTED), "bound"] == ""
+    assert set(st.loc["b", "bound"]) == {"host"}
+    tokens = tables.tokens.set_index(["run_id", "step"]).sort_index()
+    assert tokens.loc[("b", 1), "bound"] == "host" and pd.isna(tokens.loc[("b", 1), "gpu_busy_share"])
+    assert set(tokens.loc["run-a", "bound"]) == {"device"}

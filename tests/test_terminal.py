@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from kineto_builders import manifest, vlm_trace, write_run
+from kineto_builders import manifest, vlm_trace, write_run, write_verdict_runs
 from report_fixtures import RUN_CPU, RUN_GPU, make_tables
 
 from analyze import report
@@ -109,3 +109,29 @@ def test_summary_does_no_io(tables: Tables, tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(tmp_path)
     format_summary(tables)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_verdict_lines_name_the_bound_the_evidence_and_the_remedy(tmp_path: Path) -> None:
+    text = format_summary(analyze_paths(write_verdict_runs(tmp_path))[0])
+    eager = _block(text, "eager").splitlines()
+    at = eager.index("  verdicts (what bounds each part; the thresholds are in the README):")
+    assert [x.strip() for x in eager[at + 1 :]] == [
+        "stage2:preprocess: host-bound in 1/1 samples (no device work) -> try fewer --frames or a "
+        "faster preprocessing path",
+        "prefill: device-bound in 1/1 steps (GPU busy 100% of each step, median) -> try "
+        "--attn-implementation sdpa|flash_attention_2 or a smaller --dtype",
+        "decode: launch-bound in 3/3 steps (GPU busy 4% of each step, median) -> try --cache static "
+        "--compile (CUDA graphs: one launch per step)",
+        "stage4:other: device-bound in 1/1 samples (GPU busy 99% of its span, median)",
+    ]
+    graphs = _block(text, "graphs")
+    assert (
+        "decode: device-bound in 3/3 steps (GPU busy 100% of each step, median) -> try a smaller --dtype "
+        "or --load-in 4bit|8bit (decode reads every weight per token)"
+    ) in graphs
+
+
+def test_cpu_only_run_gets_one_host_bound_line(tables: Tables) -> None:
+    cpu = _block(format_summary(tables), "cpu")
+    assert cpu.splitlines()[-1] == "  verdict: host-bound throughout (CPU-only trace: no GPU verdict applies)"
+    assert "launch-bound" not in cpu and "device-bound" not in cpu
