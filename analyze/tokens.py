@@ -20,19 +20,11 @@ import pandas as pd
 from analyze import bound
 from analyze import vocabulary as voc
 from analyze.attribute import Attribution
+from analyze.contract import TABLE_SCHEMAS
 from analyze.parse import KERNEL, Trace
 
-TOKEN_COLUMNS = (
-    "step",
-    "phase",
-    "start_ms",
-    "emitted_ms",
-    "latency_ms",
-    "host_ms",
-    "gpu_kernel_ms",
-    "n_kernels",
-    *bound.EVIDENCE_COLUMNS,
-)
+# The tokens table's own columns: its schema less the run/sample keys and the model.
+TOKEN_COLUMNS = tuple(c for c in TABLE_SCHEMAS["tokens"] if c not in ("run_id", "sample_id", "model"))
 
 
 def generate_span_us(attr: Attribution) -> tuple[float, float] | None:
@@ -71,7 +63,8 @@ def token_steps(
     step = ann["name"].map(step_of)
     steps = ann[step.notna()].assign(step=step[step.notna()].astype(np.int64))
     if steps.empty:
-        return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in TOKEN_COLUMNS}), False
+        schema = TABLE_SCHEMAS["tokens"]
+        return pd.DataFrame({c: pd.Series(dtype=schema[c]) for c in TOKEN_COLUMNS}), False
     steps = steps.sort_values("start_us", kind="stable").drop_duplicates("step").sort_values("step")
     start = steps["start_us"].to_numpy()
     end = steps["end_us"].to_numpy()
@@ -121,8 +114,3 @@ def token_steps(
     )
     return table, bool(on_device.any())
 
-
-def _dtype(column: str) -> str:
-    kinds = {"step": "int64", "n_kernels": "int64", "phase": "str", **bound.EVIDENCE_COLUMNS}
-    kind = kinds.get(column, "float64")
-    return "object" if kind == "str" else kind
