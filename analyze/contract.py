@@ -21,6 +21,7 @@ TABLE_SCHEMAS: dict[str, dict[str, str]] = {
         "run_id": STR,
         "model": STR,
         "mode": STR,
+        "weights": STR,
         "device": STR,
         "gpu_name": STR,
         "torch_version": STR,
@@ -137,6 +138,7 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     parameters: int | None = None
     weights: str = ""  # where the weights came from: a folder, a hub id, or "random ..."
     modality: str = ""
+    attn_implementation: str | None = None  # the attention kernel the language model ran
 
 
 class Environment(msgspec.Struct, kw_only=True):

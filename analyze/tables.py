@@ -149,6 +149,7 @@ def _run_row(run: RunInput, read: list[TraceTables], n_skipped: int) -> dict[str
         "run_id": run.run_id,
         "model": run_model(m),
         "mode": str(m.config.get("mode") or "") if m else "",
+        "weights": str(m.config.get("weights") or "pretrained") if m else "",
         "device": (env.device if env else "") or (("cuda" if has_gpu else "cpu") if read else ""),
         # Each trace names its own device; a folder of foreign traces may mix several.
         "gpu_name": " | ".join(gpu_names) or ((env.gpu_name or "") if env else ""),

@@ -46,6 +46,7 @@ def _runs(root: Path, gpu: bool) -> pd.DataFrame:
             "run_id": ids,
             "model": [MODELS[r] for r in ids],
             "mode": ["fused", "decoupled"],
+            "weights": ["pretrained", "pretrained"],
             "device": ["cpu", "cuda" if gpu else "cpu"],
             "gpu_name": ["", "NVIDIA H100 80GB HBM3" if gpu else ""],
             "torch_version": ["2.13.0", "2.13.0"],

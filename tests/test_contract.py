@@ -105,7 +105,7 @@ def test_every_table_column_carries_a_unit_or_is_a_key_count_or_label() -> None:
         "run_id", "sample_id", "stage", "step", "model", "mode", "device", "gpu_name", "torch_version",
         "transformers_version", "trace_dir", "has_manifest", "identity_ok", "accounting_ok", "has_gpu",
         "trace_file", "timeline", "phase", "kind", "name", "sample_index", "tokens", "overhead_ratio",
-        "mixed_devices",
+        "mixed_devices", "weights",
     }  # fmt: skip
     for table, schema in TABLE_SCHEMAS.items():
         for column in schema:

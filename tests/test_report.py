@@ -347,3 +347,16 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, gpu_report: report.
     assert sorted(ids) == sorted(gpu_report.figures)
     assert rendered >= len(ids)
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_random_weight_runs_are_marked(tmp_path: Path) -> None:
+    tables = make_tables(tmp_path)
+    runs = tables.runs.copy()
+    runs["weights"] = ["pretrained", "random"]
+    rep = report.render_report(dataclasses.replace(tables, runs=runs), None)
+    marked = [n for n in rep.notes if n.startswith("Random weights (capture --weights random)")]
+    assert len(marked) == 1  # the random run only
+    section = rep.html.split(f'id="run-1">{RUN_GPU}')[1]
+    assert "the generated text is meaningless" in section.split("<h2")[0]
+    plain = report.render_report(tables, None)
+    assert not any("Random weights" in n for n in plain.notes)
