@@ -92,6 +92,11 @@ def run_warnings(cfg: CaptureConfig) -> list[str]:
             "at any step, so generation lengths (and per-token figures) vary by chance; pass "
             "--min-new-tokens equal to --max-new-tokens to fix the length"
         )
+    if cfg.compile and cfg.warmup == 0:
+        out.append(
+            "--compile with --warmup 0: the decoding forward compiles during the first sample, whose "
+            "decode steps then include compilation time; use --warmup 1 or more"
+        )
     return out
 
 

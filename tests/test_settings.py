@@ -91,6 +91,9 @@ def test_random_weights_without_min_new_tokens_warns() -> None:
     assert settings.run_warnings(CaptureConfig(model="llava-1.5", weights="random"))
     assert not settings.run_warnings(CaptureConfig(model="llava-1.5", weights="random", min_new_tokens=5))
     assert not settings.run_warnings(CaptureConfig())
+    (compile_first,) = settings.run_warnings(CaptureConfig(cache="static", compile=True, warmup=0))
+    assert "--warmup 0" in compile_first
+    assert not settings.run_warnings(CaptureConfig(cache="static", compile=True))
 
 
 def test_settings_reach_run_json_and_the_model(tmp_path: Path) -> None:
