@@ -159,6 +159,7 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     parameters: int | None = None
     weights: str = ""  # where the weights came from: a folder, a hub id, or "random ..."
     modality: str = ""
+    attn_implementation: str | None = None  # the attention kernel the language model ran
 
 
 class Environment(msgspec.Struct, kw_only=True):

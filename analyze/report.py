@@ -300,6 +300,18 @@ def _first_trace(run: pd.Series, samples: pd.DataFrame) -> str | None:
     return str(Path(str(run["trace_dir"])) / str(samples["trace_file"].iloc[0]))
 
 
+def _random_weights_note(page: _Collected, run: pd.Series) -> Note | None:
+    """Runs captured with --weights random: their text means nothing, only their timings do."""
+    if str(run.get("weights", "")) != "random":
+        return None
+    return page.note(
+        "Random weights (capture --weights random): the published architecture at full size, so the "
+        "timings are real, but the generated text is meaningless; generation lengths are fixed only "
+        "where the run used --min-new-tokens.",
+        warn=True,
+    )
+
+
 def _run_section(
     page: _Collected,
     tables: Tables,
@@ -320,6 +332,7 @@ def _run_section(
         "device": run["device"],
         "trace": _first_trace(run, samples),
         "empty": None,
+        "random_weights": _random_weights_note(page, run),
     }
     if samples.empty:
         section["empty"] = page.note(f"No readable sample traces in run {run_id}.", warn=True)

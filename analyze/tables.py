@@ -154,9 +154,9 @@ def run_settings(manifest: RunManifest | None) -> dict[str, Any]:
         return {"dtype": "", **dict.fromkeys(SETTING_DEFAULTS, ""), "compile": False, "weights": ""}
     config = manifest.config
     values = {k: config.get(k, default) for k, default in SETTING_DEFAULTS.items()}
-    weights = config.get("weights") or (
-        "random" if manifest.model.weights.startswith("random") else "pretrained"
-    )
+    # tiny-* models are random too, though they never ask for it (config weights "pretrained")
+    random = config.get("weights") == "random" or manifest.model.weights.startswith("random")
+    weights = "random" if random else "pretrained"
     return {
         "dtype": manifest.dtype or str(config.get("dtype") or ""),
         "attn_implementation": str(values["attn_implementation"] or ""),

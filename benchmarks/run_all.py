@@ -1,7 +1,7 @@
 """``make bench``: every benchmark in its own process, then one summary table.
 
-Runs bench_events, bench_capture, bench_analyze and bench_scaling one after another (each in a
-fresh process, so each measures its own memory), streams their output, reads the JSON each
+Runs bench_events, bench_capture, bench_analyze, bench_scaling and bench_build one after another
+(each in a fresh process, so each measures its own memory), streams their output, reads the JSON each
 writes under benchmarks/out/, prints the headline figures with their targets, and writes
 benchmarks/out/summary.json with the machine they came from and how long it all took.
 
@@ -32,6 +32,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "capture": ("bench_capture.py", [], ["--sizes", "256x2", "--rounds", "2", "--tokens", "8"]),
     "analyze": ("bench_analyze.py", [], ["--n", "3", "--mb", "10"]),
     "scaling": ("bench_scaling.py", [], ["--counts", "1,10", "--mb", "2"]),
+    "build": ("bench_build.py", [], ["--stages", "meta"]),
 }
 
 
@@ -81,6 +82,13 @@ def summarise(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         for r in sc["rows"]:
             value = f"{r['seconds']:.1f} s, {r['mb_per_s']:.0f} MB/s, peak {r['peak_rss_mb']:.0f} MB"
             rows.append(_row("scaling", f"{r['traces']} traces, --jobs {r['jobs']}", value))
+    bu = results.get("build")
+    if bu:
+        for r in bu["rows"]:
+            value = f"{r['build_s']:.1f} s, peak {r['peak_rss_mb']:.0f} MB ({r['parameters']:,} params)"
+            rows.append(_row("build", f"{r['model']} random, {r['stage']}", value))
+        for t in bu["targets"]:
+            rows.append(_row("build", t["target"], f"{t['value']:.2f}x", "", t["pass"]))
     return rows
 
 

@@ -28,6 +28,8 @@ Examples:
   capture --model llava-1.5 --samples 200 --device cuda   # weights from the HF cache or --model-path
   capture --model video-llava --dataset DIR --samples 200 --max-new-tokens 64
   capture --model tiny-eventgpt --mode decoupled
+  capture --model llava-1.5 --weights random --min-new-tokens 32 --max-new-tokens 32
+  capture --model tiny-llava --cache static --compile   # torch.compile'd decoding
   capture --resume traces/tiny-llava-20261122-120000      # continue a stopped run
 \b
 Then: analyze traces/ --html
@@ -62,6 +64,11 @@ D = CaptureConfig()
 @_o("profile_memory", is_flag=True, default=D.profile_memory)
 @_o("seed", type=int, default=D.seed)
 @_o("threads", type=int, default=None)
+@_o("weights", type=click.Choice(["pretrained", "random"]), default=D.weights)
+@_o("attn_implementation", type=click.Choice(["eager", "sdpa", "flash_attention_2"]), default=None)
+@_o("cache", type=click.Choice(["dynamic", "static"]), default=D.cache)
+@_o("compile", is_flag=True, default=D.compile)
+@_o("load_in", type=click.Choice(["4bit", "8bit"]), default=None)
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, path_type=Path),

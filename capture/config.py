@@ -12,6 +12,13 @@ from capture.errors import CaptureError
 
 Mode = Literal["fused", "decoupled"]
 Verify = Literal["first", "all", "none"]
+Weights = Literal["pretrained", "random"]
+AttnImplementation = Literal["eager", "sdpa", "flash_attention_2"]
+Cache = Literal["dynamic", "static"]
+LoadIn = Literal["4bit", "8bit"]
+
+# Models that --weights random builds at full size from the configs shipped in the package.
+RANDOM_WEIGHT_MODELS = ("llava-1.5", "video-llava", "eventgpt")
 
 MAX_SEED = 2**32 - 1  # NumPy's SeedSequence and torch.manual_seed both take it
 
@@ -51,6 +58,19 @@ class CaptureConfig:
         None,
         "torch intra-op threads (default: torch's choice). 1 keeps CPU timings stable on a busy machine.",
     )
+    weights: Weights = option(
+        "pretrained",
+        "pretrained: load the checkpoint (--model-path or the HF cache); random: the published "
+        "architecture at full size with random weights, no files needed (llava-1.5, video-llava, eventgpt).",
+    )
+    attn_implementation: AttnImplementation | None = option(
+        None, "Attention kernel: eager, sdpa or flash_attention_2 (CUDA, flash-attn); default: the model's."
+    )
+    cache: Cache = option("dynamic", "KV cache: dynamic (grows per token) or static (preallocated).")
+    compile: bool = option(
+        False, "torch.compile the decoding forward (needs --cache static; CUDA graphs on CUDA)."
+    )
+    load_in: LoadIn | None = option(None, "Load weights in 4bit or 8bit through bitsandbytes (CUDA only).")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -71,6 +91,27 @@ class CaptureConfig:
         if self.min_new_tokens > self.max_new_tokens:
             raise CaptureError(
                 f"--min-new-tokens {self.min_new_tokens} exceeds --max-new-tokens {self.max_new_tokens}"
+            )
+        self._validate_settings()
+
+    def _validate_settings(self) -> None:
+        """Combinations of --weights, --cache, --compile and --load-in that cannot work anywhere
+        (the ones that depend on this machine are checked by capture.settings.check)."""
+        if self.weights == "random":
+            if self.model.startswith("tiny-"):
+                raise CaptureError(
+                    f"--weights random: {self.model} always has random weights; for the real-size "
+                    f"architecture use --model {' or '.join(RANDOM_WEIGHT_MODELS)}"
+                )
+            if self.model_path is not None:
+                raise CaptureError(
+                    "--weights random builds the published architecture from the configs shipped with "
+                    "stagetrace and reads no files; drop --model-path (or use --weights pretrained)"
+                )
+        if self.compile and self.cache != "static":
+            raise CaptureError(
+                "--compile needs --cache static: a dynamic cache changes shape at every step, so the "
+                "compiled decoding forward would recompile each time; add --cache static"
             )
 
     def to_json(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from analyze.contract import (
 )
 from analyze.errors import describe, first_line
 from analyze.files import tmp_files
-from capture import verify
+from capture import settings, verify
 from capture.config import CaptureConfig
 from capture.data.registry import open_dataset
 from capture.data.sample import Dataset
@@ -108,8 +108,13 @@ class Capture:
         )
         if len(dataset) == 0:
             raise CaptureError(f"--dataset {cfg.dataset}: no samples found")
-        spec = ModelSpec(cfg.model, cfg.model_path, device, dtype, cfg.seed)
+        settings.check(cfg, device, dtype)
+        spec = ModelSpec(
+            cfg.model, cfg.model_path, device, dtype, cfg.seed,
+            weights=cfg.weights, attn_implementation=cfg.attn_implementation, load_in=cfg.load_in,
+        )  # fmt: skip
         adapter = adapter_class(cfg.model).build(spec)
+        settings.apply(adapter, cfg)
         model, env = adapter.describe(), environment(device)
         if resume is None:
             run_dir, run_id = new_run_dir(cfg)
@@ -119,6 +124,8 @@ class Capture:
         manifest.env = env
         manifest.dtype = str(dtype).removeprefix("torch.")
         manifest.dataset = DatasetInfo(name=dataset.name, size=len(dataset))
+        new_warnings = [w for w in settings.run_warnings(cfg) if w not in manifest.warnings]
+        manifest.warnings = [*manifest.warnings, *new_warnings]
         try:
             folder.save()
         except BaseException:

@@ -64,7 +64,7 @@ def _runs(root: Path, gpu: bool) -> pd.DataFrame:
             "cache": ["dynamic", "dynamic"],
             "compile": [False, False],
             "load_in": ["", ""],
-            "weights": ["random", "random"],
+            "weights": ["pretrained", "pretrained"],
         }
     )
 

@@ -83,3 +83,16 @@ def test_token_clock_stamps_once_per_new_token() -> None:
         ids = bench_capture._generate(adapter, inputs, clock, 5)
     assert len(ids) == 5 and len(clock.stamps) == 5
     assert clock.stamps == sorted(clock.stamps)
+
+
+def test_build_benchmark_measures_a_meta_build_in_its_own_process() -> None:
+    from benchmarks import bench_build
+
+    res = bench_build.measure(["eventgpt"], ["meta"])
+    (row,) = res["rows"]
+    assert row["parameters"] == 7_079_684_096 and row["param_dtypes"] == ["torch.bfloat16"]
+    assert row["inv_freq_dtype"] == "torch.float32"
+    assert row["peak_rss_mb"] > 50 and row["build_s"] > 0 and row["weights_mb"] > 14_000
+    assert res["targets"] == []  # needs the bf16 stage too
+    rows = run_all.summarise({"build": res})
+    assert rows[0]["benchmark"] == "build" and "7,079,684,096 params" in rows[0]["value"]

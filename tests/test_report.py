@@ -430,3 +430,16 @@ def test_fixture_gpu_run_strip_marks_launch_bound_steps(gpu_report: report.Repor
     assert list(strip.x) == [str(k) for k in range(8)] and len(strip.y) == 4
     assert np.asarray(strip.text)[:, 1:4].tolist() == [["launch"] * 3] * 4
     assert "run-0-busy" not in gpu_report.figures  # the CPU run
+
+
+def test_random_weight_runs_are_marked(tmp_path: Path) -> None:
+    tables = make_tables(tmp_path)
+    runs = tables.runs.copy()
+    runs["weights"] = ["pretrained", "random"]
+    rep = report.render_report(dataclasses.replace(tables, runs=runs), None)
+    marked = [n for n in rep.notes if n.startswith("Random weights (capture --weights random)")]
+    assert len(marked) == 1  # the random run only
+    section = rep.html.split(f'id="run-1">{RUN_GPU}')[1]
+    assert "the generated text is meaningless" in section.split("<h2")[0]
+    plain = report.render_report(tables, None)
+    assert not any("Random weights" in n for n in plain.notes)

@@ -30,6 +30,9 @@ class ModelSpec:
     device: torch.device
     dtype: torch.dtype
     seed: int = 0
+    weights: str = "pretrained"  # or "random": the published architecture, random weights, no files
+    attn_implementation: str | None = None  # None: the model's default
+    load_in: str | None = None  # "4bit" / "8bit" through bitsandbytes (transformers-loaded models)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class ModelAdapter(ABC):
     model: nn.Module
     spec: ModelSpec
     weights_source: str
+    # Extra generate() arguments every call gets (capture.settings: the KV cache, no auto-compile).
+    generate_options: dict[str, Any] = {}  # noqa: RUF012 (replaced, never mutated)
 
     @classmethod
     @abstractmethod
@@ -95,7 +100,7 @@ class ModelAdapter(ABC):
             echoed=self.echoed_prompt_length(inputs),
             max_new_tokens=max_new_tokens,
             min_new_tokens=min_new_tokens,
-            **extra,
+            **{**self.generate_options, **extra},
         )
 
     @abstractmethod
@@ -110,4 +115,13 @@ class ModelAdapter(ABC):
             parameters=sum(p.numel() for p in self.model.parameters()),
             weights=self.weights_source,
             modality=self.modality,
+            attn_implementation=attn_implementation(self.model),
         )
+
+
+def attn_implementation(model: nn.Module) -> str | None:
+    """The attention kernel the model's language model runs (transformers' config setting)."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    impl = getattr(text, "_attn_implementation", None)
+    return impl if isinstance(impl, str) else None

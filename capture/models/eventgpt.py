@@ -21,17 +21,21 @@ from analyze.errors import first_line
 from capture.data.events import EVENTGPT_N_CHUNKS, check_events, render_event_frames
 from capture.data.sample import Modality, RawSample
 from capture.errors import CaptureError
+from capture.models import hf, meta_build
 from capture.models.base import Inputs, ModelAdapter, ModelSpec, VisionParts
 from capture.models.eventgpt_model import (
     EventGPTForCausalLM,
     build_eventgpt,
     load_checkpoint,
 )
+from capture.models.published import published_config, random_weights_label
 from capture.models.tiny import build_tiny_tokenizer, seeded
+from capture.models.vocab import build_vocab_tokenizer
 
 __all__ = [
     "EventGPTAdapter",
     "build_prompt",
+    "build_random_eventgpt",
     "build_tiny_eventgpt",
     "clip_image_processor",
     "tokenize_event_prompt",
@@ -122,6 +126,15 @@ def build_tiny_eventgpt(
     return model, tokenizer
 
 
+def build_random_eventgpt(dtype: torch.dtype, device: torch.device | str = "meta") -> EventGPTForCausalLM:
+    """EventGPT from the shipped real-size config, parameters uninitialised, in ``dtype`` on
+    ``device`` (the meta device for ``--weights random``; see meta_build)."""
+    raw = published_config("eventgpt")
+    vision_config = CLIPVisionConfig(**raw.pop("vision_config"))
+    raw.pop("architectures", None)
+    return build_eventgpt(LlamaConfig(**raw), vision_config, torch.device(device), dtype, init_weights=False)
+
+
 def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -153,6 +166,7 @@ class EventGPTAdapter(ModelAdapter):
         self.weights_source = weights_source
         pad = tokenizer.pad_token_id
         model.generation_config.pad_token_id = pad if pad is not None else tokenizer.eos_token_id
+        hf.set_attn_implementation(model, spec.attn_implementation)
 
     @classmethod
     def build(cls, spec: ModelSpec) -> EventGPTAdapter:
@@ -163,6 +177,8 @@ class EventGPTAdapter(ModelAdapter):
             return cls(spec, model, tokenizer, TINY_IMAGE_SIZE, f"random (seed {spec.seed})")
         if spec.name != "eventgpt":
             raise CaptureError(f"EventGPTAdapter builds {', '.join(cls.names)}, not {spec.name!r}")
+        if spec.weights == "random":
+            return cls.build_random(spec)
         if not spec.model_path:
             raise CaptureError(
                 "eventgpt needs its checkpoint folder: pass --model-path DIR (config.json, "
@@ -183,6 +199,16 @@ class EventGPTAdapter(ModelAdapter):
         model = load_checkpoint(folder, spec.device, spec.dtype)
         image_size = model.vision_config.image_size
         return cls(spec, model, tokenizer, image_size, str(folder.resolve()))
+
+    @classmethod
+    def build_random(cls, spec: ModelSpec) -> EventGPTAdapter:
+        """EventGPT-7B at full size with random weights (``--weights random``): the shipped config,
+        built on the meta device and allocated in ``spec.dtype`` on ``spec.device``; a 32000-token
+        tokenizer built in-process (pad = ``<unk>``, as EventGPT's LLaVA-derived code sets it)."""
+        model = meta_build.build_on_meta(lambda: build_random_eventgpt(spec.dtype))
+        meta_build.materialise(model, spec.device, spec.seed)
+        tokenizer = build_vocab_tokenizer(model.config.vocab_size, (), pad_token="<unk>")
+        return cls(spec, model, tokenizer, model.vision_config.image_size, random_weights_label(spec.seed))
 
     def vision_parts(self) -> VisionParts:
         m = self.model.model

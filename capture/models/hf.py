@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import transformers
 from torch import nn
+from transformers import PretrainedConfig
 
 from capture.errors import CaptureError
 
@@ -90,3 +91,33 @@ def scatter_features(
     embeds = model.get_input_embeddings()(input_ids)
     mask = (input_ids == token_id).unsqueeze(-1).expand_as(embeds)
     return embeds.masked_scatter(mask, features.to(embeds.dtype).reshape(-1))
+
+
+def set_attn_implementation(model: nn.Module, impl: str | None) -> None:
+    """Make every transformers config in ``model`` (language model, vision towers, including ones
+    nested in stagetrace's own EventGPT modules) use attention kernel ``impl``; None keeps the
+    model's default. transformers' attention layers read the setting at every forward."""
+    if impl is None:
+        return
+    found = (getattr(m, "config", None) for m in model.modules())
+    configs = {id(c): c for c in found if isinstance(c, PretrainedConfig)}
+    for config in configs.values():
+        for sub in (config, *(getattr(config, k, None) for k in ("text_config", "vision_config"))):
+            if isinstance(sub, PretrainedConfig):
+                sub._attn_implementation = impl
+
+
+def load_kwargs(spec: Any) -> dict[str, Any]:
+    """``from_pretrained`` / ``_from_config`` arguments for a spec's settings: the attention kernel
+    (when one is asked for) and, for ``spec.load_in`` ("4bit"/"8bit"), a BitsAndBytesConfig (4-bit
+    computes in the spec's dtype) with the model placed on the spec's CUDA device."""
+    attn = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
+    if spec.load_in is None:
+        return attn
+    from transformers import BitsAndBytesConfig
+
+    if spec.load_in == "4bit":
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=spec.dtype)
+    else:
+        quant = BitsAndBytesConfig(load_in_8bit=True)
+    return {**attn, "quantization_config": quant, "device_map": {"": str(spec.device)}}

@@ -26,9 +26,11 @@ from transformers import (
 )
 
 from capture.data.sample import Modality, RawSample
-from capture.models import hf
+from capture.models import hf, meta_build
 from capture.models.base import Inputs, ModelAdapter, ModelSpec, VisionParts
+from capture.models.published import published_config, random_weights_label
 from capture.models.tiny import build_tiny_tokenizer, seeded
+from capture.models.vocab import build_vocab_tokenizer
 
 LLAVA_HUB_ID = "llava-hf/llava-1.5-7b-hf"
 VIDEO_LLAVA_HUB_ID = "LanguageBind/Video-LLaVA-7B-hf"
@@ -85,7 +87,8 @@ class _LlavaFamily(ModelAdapter):
         self, spec: ModelSpec, model: nn.Module, tokenizer: Any, image_processor: Any, source: str
     ) -> None:
         self.spec = spec
-        self.model = model.to(spec.device).eval()
+        # A bitsandbytes model is placed by from_pretrained (device_map) and cannot be moved.
+        self.model = (model if spec.load_in else model.to(spec.device)).eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.weights_source = source
@@ -95,9 +98,12 @@ class _LlavaFamily(ModelAdapter):
         self.placeholder_id = int(tokenizer.convert_tokens_to_ids(self.placeholder))
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.model.generation_config.pad_token_id = pad
+        hf.set_attn_implementation(self.model, spec.attn_implementation)
 
     @classmethod
     def build(cls, spec: ModelSpec) -> ModelAdapter:
+        if spec.weights == "random":
+            return cls.build_random(spec)
         if spec.name.startswith("tiny-"):
             seeded(spec.seed)
             tok = build_tiny_tokenizer()
@@ -106,10 +112,29 @@ class _LlavaFamily(ModelAdapter):
                 spec, model, tok, _tiny_image_processor(), f"random init (tiny config, seed {spec.seed})"
             )
         source = spec.model_path or cls.hub_id
-        model = hf.load_pretrained(cls.model_cls, spec.name, source, **hf.dtype_kwarg(spec.dtype))
+        model = hf.load_pretrained(
+            cls.model_cls, spec.name, source, **hf.dtype_kwarg(spec.dtype), **hf.load_kwargs(spec)
+        )
         tok = hf.load_pretrained(AutoTokenizer, spec.name, source)
         proc = hf.load_pretrained(AutoImageProcessor, spec.name, source)
         return cls(spec, model, tok, proc, source)
+
+    # --weights random: the tokens the published tokenizer adds after LLaMA's 32000 (ids 32000, ...).
+    added_tokens: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def build_random(cls, spec: ModelSpec) -> ModelAdapter:
+        """The published architecture at full size, random weights, built on the meta device and
+        allocated in ``spec.dtype`` on ``spec.device``; tokenizer and processor from parameters."""
+        from capture.models.eventgpt import clip_image_processor
+
+        config = cls.config_cls(**published_config(spec.name))
+        kwargs = {**hf.dtype_kwarg(spec.dtype), **hf.load_kwargs(spec)}
+        model = meta_build.build_on_meta(lambda: cls.model_cls._from_config(config, **kwargs))
+        meta_build.materialise(model, spec.device, spec.seed)
+        tokenizer = build_vocab_tokenizer(32000, cls.added_tokens, pad_token="<pad>")
+        processor = clip_image_processor(config.vision_config.image_size)
+        return cls(spec, model, tokenizer, processor, random_weights_label(spec.seed))
 
     config_cls: ClassVar[type]
     # Config fields naming the placeholder tokens: field -> token.
@@ -197,6 +222,7 @@ class LlavaAdapter(_LlavaFamily):
     modality_key = "image"
     config_cls = LlavaConfig
     token_fields: ClassVar[dict[str, str]] = {"image_token_index": "<image>"}
+    added_tokens = ("<image>", "<pad>")
 
     def frames_for(self, raw: RawSample) -> list[np.ndarray]:
         return raw.frames[len(raw.frames) // 2 : len(raw.frames) // 2 + 1]
@@ -232,6 +258,7 @@ class VideoLlavaAdapter(_LlavaFamily):
     modality_key = "video"
     config_cls = VideoLlavaConfig
     token_fields: ClassVar[dict[str, str]] = {"image_token_index": "<image>", "video_token_index": "<video>"}
+    added_tokens = ("<image>", "<video>", "<pad>")
 
     def frames_for(self, raw: RawSample) -> list[np.ndarray]:
         if len(raw.frames) <= VIDEO_FRAMES:
