@@ -21,6 +21,9 @@ Examples:
   capture --model llava-1.5 --samples 200 --device cuda   # weights from the HF cache or --model-path
   capture --model video-llava --dataset DIR --samples 200 --max-new-tokens 64
   capture --model tiny-eventgpt --mode decoupled
+  capture --model eventgpt --model-path ckpt/EventGPT-7b --dataset DIR --event-input image --frames 1
+  capture --model eventgpt --model-path ckpt/EventGPT-7b --do-sample --temperature 0.6 --max-new-tokens 512
+  capture --model llava-1.5 --dataset DIR --image-source event   # LLaVA-1.5 on the event image
   capture --resume traces/tiny-llava-20261122-120000      # continue a stopped run
 \b
 Then: analyze traces/ --html
@@ -54,6 +57,15 @@ D = CaptureConfig()
 @_o("with_stack", is_flag=True, default=D.with_stack)
 @_o("profile_memory", is_flag=True, default=D.profile_memory)
 @_o("seed", type=int, default=D.seed)
+@_o("event_input", type=click.Choice(["auto", "npy", "image"]), default=D.event_input)
+@_o("frames", type=int, default=None)
+@_o("image_source", type=click.Choice(["video", "event"]), default=None)
+@_o("sensor_size", type=str, default=None, metavar="WxH")
+@_o("prompt", type=str, default=None, metavar="TEXT")
+@_o("do_sample", is_flag=True, default=D.do_sample)
+@_o("temperature", type=float, default=None)
+@_o("top_p", type=float, default=None)
+@_o("repetition_penalty", type=float, default=None)
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, path_type=Path),
@@ -74,6 +86,8 @@ def main(resume: Path | None, quiet: bool, **options: Any) -> None:
     except KeyboardInterrupt:
         click.echo("\ninterrupted before the first sample; nothing was captured", err=True)
         sys.exit(130)
+    for warning in cap.dataset.warnings:
+        click.echo(f"warning: {warning}", err=True)
     run_dir = cap.folder.run_dir
     bar = _progress_bar(cap.n_samples, quiet)
     try:

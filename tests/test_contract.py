@@ -105,8 +105,10 @@ def test_every_table_column_carries_a_unit_or_is_a_key_count_or_label() -> None:
         "run_id", "sample_id", "stage", "step", "model", "mode", "device", "gpu_name", "torch_version",
         "transformers_version", "trace_dir", "has_manifest", "identity_ok", "accounting_ok", "has_gpu",
         "trace_file", "timeline", "phase", "kind", "name", "sample_index", "tokens", "overhead_ratio",
+        "prompt", "prefill_tokens", "new_tokens",
     }  # fmt: skip
     for table, schema in TABLE_SCHEMAS.items():
         for column in schema:
-            ok = column.endswith(("_ms", "_us", "_s", "_share", "_host", "_gpu")) or column.startswith("n_")
+            units = ("_ms", "_us", "_s", "_mb", "_share", "_host", "_gpu")
+            ok = column.endswith(units) or column.startswith("n_")
             assert ok or column in unitless or column == "count", (table, column)

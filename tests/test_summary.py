@@ -136,3 +136,11 @@ def test_warnings(tables: Tables) -> None:
     assert "run gpu: capture's identity check FAILED" in text
     assert "run foreign: 1 of 1 traces carry no stage labels" in text
     assert "run cpu" not in text
+
+
+def test_run_metrics_has_prefill_tokens_and_kv_cache_medians(tmp_path: Path) -> None:
+    m = run_metrics(make_tables(tmp_path)).set_index("run_id")
+    assert m.loc[RUN_CPU, "prefill_tokens"] == 29 and m.loc[RUN_GPU, "prefill_tokens"] == 639
+    assert m.loc[RUN_CPU, "kv_cache_mb"] == 2.5 and m.loc[RUN_GPU, "kv_cache_mb"] == 25.0
+    assert math.isnan(m.loc[RUN_CPU, "peak_mem_mb"]) and m.loc[RUN_GPU, "peak_mem_mb"] == 115.0
+    assert m.loc[RUN_GPU, "new_tokens"] == 8

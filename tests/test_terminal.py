@@ -109,3 +109,15 @@ def test_summary_does_no_io(tables: Tables, tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(tmp_path)
     format_summary(tables)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prefill_tokens_and_kv_cache_beside_ttft_and_tpot(tmp_path: Path, tables: Tables) -> None:
+    text = format_summary(make_tables(tmp_path))
+    gpu = _block(text, RUN_GPU).splitlines()
+    line = next(x for x in gpu if "prefill" in x and "tokens," in x)
+    assert line.strip() == (
+        "prefill 639 tokens, KV cache 25.000 MB, peak memory 115.0 MB (median of 4 samples, from run.json)"
+    )
+    assert gpu.index(line) == next(i for i, x in enumerate(gpu) if "TPOT" in x) + 2
+    assert "peak memory" not in _block(text, RUN_CPU)  # NaN: left out, not printed as nan
+    assert "from run.json" not in format_summary(tables)  # traces without these fields
