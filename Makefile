@@ -9,7 +9,8 @@ VENV_TF4 ?= .venv-tf4
 STAMP_TF4 := $(VENV_TF4)/.installed-stamp
 # The tests that touch transformers' model classes, rerun on the 4.x line.
 TF4_TESTS := tests/test_llava.py tests/test_labels.py tests/test_eventgpt.py tests/test_runner.py tests/test_end_to_end.py \
-	tests/test_meta_build.py tests/test_published.py tests/test_settings.py
+	tests/test_meta_build.py tests/test_published.py tests/test_settings.py \
+	tests/test_generation.py
 
 .PHONY: demo test test-tf4 bench lint browser clean
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 STR, INT, FLOAT, BOOL, NULLABLE_BOOL = "str", "int64", "float64", "bool", "boolean"
+NULLABLE_INT = "Int64"  # pandas' integer with NA: counts that only run.json knows
 
 # The verdict of a generation step or a sample's stage and its evidence (analyze.bound), columns of
 # both the stages and the tokens table.
@@ -85,6 +86,12 @@ TABLE_SCHEMAS: dict[str, dict[str, str]] = {
         "timeline": STR,
         "gpu_busy_ms": FLOAT,
         "gpu_name": STR,
+        # From run.json's sample outcome (NA / NaN / "" for traces without one):
+        "prompt": STR,
+        "prefill_tokens": NULLABLE_INT,
+        "new_tokens": NULLABLE_INT,
+        "kv_cache_mb": FLOAT,
+        "peak_mem_mb": FLOAT,
     },
     "stages": {
         "run_id": STR,
@@ -183,6 +190,7 @@ class Environment(msgspec.Struct, kw_only=True):
 class DatasetInfo(msgspec.Struct, kw_only=True):
     name: str = ""
     size: int = 0
+    warnings: list[str] = []  # e.g. JSON files skipped because they are not instruction lists
 
 
 class SampleAccounting(msgspec.Struct, kw_only=True):
@@ -213,6 +221,13 @@ class SampleOutcome(msgspec.Struct, kw_only=True):
     host: str = ""
     rank: int = 0
     device: str = ""
+    prompt: str = ""  # the full prompt text as tokenized, placeholders unexpanded
+    prefill_tokens: int | None = None  # the prompt's length with the vision tokens expanded
+    new_tokens: int | None = None  # len(token_ids)
+    kv_cache_mb: float | None = None  # the KV cache's size after generate(), MiB
+    peak_mem_mb: float | None = None  # CUDA: peak allocated; CPU: peak RSS growth; MiB
+    input_files: list[str] = []  # the dataset files read, relative to the dataset folder
+    seed: int | None = None  # the seed generate() drew with (sampled runs only)
 
 
 class Mismatch(msgspec.Struct):
@@ -271,6 +286,20 @@ class Verification(msgspec.Struct, kw_only=True):
         return [name for name, check in checks.items() if check is not None and check.ok is False]
 
 
+class GenerationInfo(msgspec.Struct, kw_only=True):
+    """The decoding settings every generate() of the run used (None: not used)."""
+
+    do_sample: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    max_new_tokens: int | None = None
+    min_new_tokens: int | None = None
+    num_beams: int = 1
+    seeding: str | None = None  # how sampled runs are seeded per sample
+
+
 class RunManifest(msgspec.Struct, kw_only=True):
     """run.json. ``config`` is capture's CaptureConfig as a dict (capture validates it)."""
 
@@ -284,6 +313,7 @@ class RunManifest(msgspec.Struct, kw_only=True):
     env: Environment = msgspec.field(default_factory=Environment)
     dtype: str = ""
     dataset: DatasetInfo | None = None
+    generation: GenerationInfo | None = None
     samples: list[SampleOutcome] = []
     completed: int = 0
     verification: Verification = msgspec.field(default_factory=Verification)

@@ -57,7 +57,13 @@ RUN_METRIC_COLUMNS = (
     "gpu_kernel_mean_ms",
     "gpu_busy_mean_ms",
     "unattributed_gpu_ms",
+    "prefill_tokens",
+    "new_tokens",
+    "kv_cache_mb",
+    "peak_mem_mb",
 )
+# Per-sample facts from run.json, headlined like the times: the median over the run's samples.
+OUTCOME_METRICS = ("prefill_tokens", "new_tokens", "kv_cache_mb", "peak_mem_mb")
 # headline column -> its ratio column in comparison_table
 RATIO_COLUMNS: dict[str, str] = {
     "total_ms": "total_ratio",
@@ -79,6 +85,8 @@ def run_metrics(tables: Tables, run_ids: Sequence[str] | None = None) -> pd.Data
     the samples' shares; largest_stage is the stage column with the largest median share of wall
     time. gpu_kernel_mean_ms and gpu_busy_mean_ms are means per sample (means, so that the stage
     table's means add up to them); tokens and unattributed_gpu_ms are sums over the samples.
+    prefill_tokens, new_tokens, kv_cache_mb and peak_mem_mb are medians over the samples that
+    have them (run.json's per-sample outcome; NaN without one).
     """
     ids = [str(r) for r in (tables.runs["run_id"] if run_ids is None else run_ids)]
     index = pd.Index(ids, name="run_id")
@@ -98,6 +106,7 @@ def run_metrics(tables: Tables, run_ids: Sequence[str] | None = None) -> pd.Data
         ]
     ].mean()
     p90 = by_run[["total_ms", "ttft_ms"]].quantile(0.9)
+    outcome = samples[list(OUTCOME_METRICS)].astype("float64").groupby(samples["run_id"], sort=False).median()
     sums = by_run[["tokens", "unattributed_gpu_ms"]].sum()
     tokens = tables.tokens
     decode = tokens.loc[tokens["run_id"].isin(ids) & (tokens["step"] > 0)].groupby("run_id")["latency_ms"]
@@ -127,6 +136,7 @@ def run_metrics(tables: Tables, run_ids: Sequence[str] | None = None) -> pd.Data
             "gpu_kernel_mean_ms": means["gpu_kernel_ms"].reindex(index),
             "gpu_busy_mean_ms": means["gpu_busy_ms"].reindex(index),
             "unattributed_gpu_ms": sums["unattributed_gpu_ms"].reindex(index).fillna(0.0),
+            **{c: outcome[c].reindex(index) for c in OUTCOME_METRICS},
         },
         index=index,
     )

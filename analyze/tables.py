@@ -198,11 +198,37 @@ def _run_row(run: RunInput, read: list[TraceTables], n_skipped: int) -> dict[str
     }
 
 
+# samples.parquet columns that come from run.json's sample outcome, not from the trace.
+OUTCOME_COLUMNS = ("prompt", "prefill_tokens", "new_tokens", "kv_cache_mb", "peak_mem_mb")
+
+
+def _with_outcomes(samples: pd.DataFrame, runs: Sequence[RunInput]) -> pd.DataFrame:
+    """``samples`` with OUTCOME_COLUMNS from each run's run.json, matched on the trace file's
+    name; "" / NA / NaN for traces without a run.json (or without the field)."""
+    rows = [
+        (run.run_id, s.trace, *(getattr(s, c) for c in OUTCOME_COLUMNS))
+        for run in runs
+        if run.manifest is not None
+        for s in run.manifest.samples
+    ]
+    outcomes = pd.DataFrame(rows, columns=["run_id", "trace_file", *OUTCOME_COLUMNS])
+    outcomes = outcomes.drop_duplicates(["run_id", "trace_file"], keep="last")
+    merged = samples.merge(outcomes, on=["run_id", "trace_file"], how="left")
+    return merged.assign(prompt=merged["prompt"].fillna("").astype(str))
+
+
 def _concat(frames: list[pd.DataFrame], table: str) -> pd.DataFrame:
     frames = [f for f in frames if len(f)]
     if not frames:
         return empty_table(table)
     return conform(pd.concat(frames, ignore_index=True), table)
+
+
+def _samples_table(frames: list[pd.DataFrame], runs: Sequence[RunInput]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_table("samples")
+    return conform(_with_outcomes(pd.concat(frames, ignore_index=True), runs), "samples")
 
 
 def analyze_paths(
@@ -231,7 +257,7 @@ def analyze_paths(
     all_read = [r for run in runs for r in read[run.run_id]]
     tables = Tables(
         runs=conform(pd.DataFrame([_run_row(r, read[r.run_id], skipped[r.run_id]) for r in runs]), "runs"),
-        samples=_concat([r.samples for r in all_read], "samples"),
+        samples=_samples_table([r.samples for r in all_read], runs),
         stages=_concat([r.stages for r in all_read], "stages"),
         tokens=_concat([r.tokens for r in all_read], "tokens"),
         ops=_concat([r.ops for r in all_read], "ops"),

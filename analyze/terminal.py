@@ -119,6 +119,18 @@ def verdict_lines(tables: Tables, run_id: str, has_gpu: bool) -> list[str]:
     ]
 
 
+def _sizes(m: pd.Series) -> str:
+    """Prefill tokens, KV-cache and peak memory MB (medians), where run.json gave them."""
+    parts = []
+    if not math.isnan(m.prefill_tokens):
+        parts.append(f"prefill {m.prefill_tokens:,.0f} tokens")
+    if not math.isnan(m.kv_cache_mb):
+        parts.append(f"KV cache {_num(m.kv_cache_mb, ' MB')}")
+    if not math.isnan(m.peak_mem_mb):
+        parts.append(f"peak memory {_num(m.peak_mem_mb, ' MB')}")
+    return ", ".join(parts)
+
+
 def format_run(tables: Tables, run_id: str, metrics: pd.Series) -> str:
     """The summary block of one run (``metrics``: its row of run_metrics)."""
     run = tables.runs[tables.runs["run_id"] == run_id].iloc[0]
@@ -155,6 +167,9 @@ def format_run(tables: Tables, run_id: str, metrics: pd.Series) -> str:
         lines.append(
             f"  {_num(m.tokens_per_s)} tokens/s ({of_samples}; {m.tokens} tokens, {timeline} timeline)"
         )
+        sizes = _sizes(m)
+        if sizes:
+            lines.append(f"  {sizes} ({of_samples}, from run.json)")
     else:
         lines.append("  no generation steps (no stage4:prefill / stage4:decode#k labels): no TTFT or TPOT")
     lines.extend(verdict_lines(tables, run_id, bool(run["has_gpu"])))

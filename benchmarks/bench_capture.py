@@ -56,6 +56,7 @@ from benchmarks.bench_analyze import machine_info, write_json  # noqa: E402
 from capture.config import CaptureConfig, option  # noqa: E402
 from capture.data.registry import open_dataset  # noqa: E402
 from capture.env import resolve_device, resolve_dtype  # noqa: E402
+from capture.generation import GenerationSettings  # noqa: E402
 from capture.labels import StageLabeler  # noqa: E402
 from capture.models.base import Inputs, ModelSpec  # noqa: E402
 from capture.models.llava import LlavaAdapter  # noqa: E402
@@ -167,9 +168,8 @@ class RunTiming:
 
 def _generate(adapter: LlavaAdapter, inputs: Inputs, clock: TokenClock, tokens: int) -> list[int]:
     """capture's greedy generate(), plus the token clock."""
-    return adapter.generate(
-        inputs, max_new_tokens=tokens, min_new_tokens=tokens, logits_processor=LogitsProcessorList([clock])
-    )
+    settings = GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens)
+    return adapter.generate(inputs, settings, logits_processor=LogitsProcessorList([clock])).token_ids
 
 
 def run_once(
@@ -340,7 +340,8 @@ def measure_overhead(
 def sample_inputs(adapter: LlavaAdapter, seed: int = 0) -> Inputs:
     """Sample 0 of the built-in synthetic dataset, preprocessed by the adapter (as capture does)."""
     dataset = open_dataset(None, seed=seed, n_samples=1)
-    return adapter.prepare(dataset.load(0, adapter.modality))
+    request = CaptureConfig(model="tiny-llava").for_model(adapter.modality, adapter.default_frames)
+    return adapter.prepare(dataset.load(0, request.input_request(adapter.modality, adapter.frame_pick)))
 
 
 def format_size(res: dict[str, Any], label: str) -> str:

@@ -30,6 +30,9 @@ Examples:
   capture --model tiny-eventgpt --mode decoupled
   capture --model llava-1.5 --weights random --min-new-tokens 32 --max-new-tokens 32
   capture --model tiny-llava --cache static --compile   # torch.compile'd decoding
+  capture --model eventgpt --model-path ckpt/EventGPT-7b --dataset DIR --event-input image --frames 1
+  capture --model eventgpt --model-path ckpt/EventGPT-7b --do-sample --temperature 0.6 --max-new-tokens 512
+  capture --model llava-1.5 --dataset DIR --image-source event   # LLaVA-1.5 on the event image
   capture --resume traces/tiny-llava-20261122-120000      # continue a stopped run
 \b
 Then: analyze traces/ --html
@@ -69,6 +72,15 @@ D = CaptureConfig()
 @_o("cache", type=click.Choice(["dynamic", "static"]), default=D.cache)
 @_o("compile", is_flag=True, default=D.compile)
 @_o("load_in", type=click.Choice(["4bit", "8bit"]), default=None)
+@_o("event_input", type=click.Choice(["auto", "npy", "image"]), default=D.event_input)
+@_o("frames", type=int, default=None)
+@_o("image_source", type=click.Choice(["video", "event"]), default=None)
+@_o("sensor_size", type=str, default=None, metavar="WxH")
+@_o("prompt", type=str, default=None, metavar="TEXT")
+@_o("do_sample", is_flag=True, default=D.do_sample)
+@_o("temperature", type=float, default=None)
+@_o("top_p", type=float, default=None)
+@_o("repetition_penalty", type=float, default=None)
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, path_type=Path),
@@ -89,6 +101,8 @@ def main(resume: Path | None, quiet: bool, **options: Any) -> None:
         from capture.runner import Capture  # torch loads here, not for --help
 
         cap = Capture.prepare(CaptureConfig(**options), resume=resume)
+        for warning in cap.dataset.warnings:
+            click.echo(f"warning: {warning}", err=True)
         bar = None if quiet else _Bar(cap.n_samples)
         result = cap.run(progress=bar.update_sample if bar else None)
     except CaptureError as exc:

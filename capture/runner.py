@@ -34,12 +34,14 @@ from analyze.files import tmp_files
 from capture import settings, verify
 from capture.config import CaptureConfig
 from capture.data.registry import open_dataset
-from capture.data.sample import Dataset
+from capture.data.sample import Dataset, RawSample
 from capture.env import environment, resolve_device, resolve_dtype
 from capture.errors import CaptureError
 from capture.labels import StageLabeler
 from capture.manifest import RunFolder
+from capture.memory import MIB, PeakMemory
 from capture.models.base import Inputs, ModelAdapter, ModelSpec
+from capture.models.hf import Generated
 from capture.models.registry import adapter_class
 from capture.profiling import export_trace, profiled
 
@@ -89,6 +91,8 @@ class Capture:
         self.dataset = dataset
         self.labeler = StageLabeler(adapter)
         self.device = adapter.spec.device
+        self.request = cfg.input_request(adapter.modality, adapter.frame_pick)
+        self.settings = cfg.generation()
 
     @classmethod
     def prepare(cls, cfg: CaptureConfig, resume: Path | None = None) -> Capture:
@@ -98,7 +102,8 @@ class Capture:
             cfg = CaptureConfig.from_json(folder.manifest.config, str(resume / "run.json"))
             for stale in tmp_files(resume):  # left by a killed process mid-write
                 stale.unlink()
-        adapter_class(cfg.model)  # unknown names fail before anything is loaded
+        family = adapter_class(cfg.model)  # unknown names fail before anything is loaded
+        cfg = cfg.for_model(family.modality, family.default_frames)  # and impossible options
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         device = resolve_device(cfg.device)
@@ -123,7 +128,8 @@ class Capture:
         manifest.model = model
         manifest.env = env
         manifest.dtype = str(dtype).removeprefix("torch.")
-        manifest.dataset = DatasetInfo(name=dataset.name, size=len(dataset))
+        manifest.dataset = DatasetInfo(name=dataset.name, size=len(dataset), warnings=list(dataset.warnings))
+        manifest.generation = cfg.generation().describe(cfg.seed)
         new_warnings = [w for w in settings.run_warnings(cfg) if w not in manifest.warnings]
         manifest.warnings = [*manifest.warnings, *new_warnings]
         try:
@@ -140,45 +146,48 @@ class Capture:
         return min(self.cfg.samples, len(self.dataset))
 
     # -- one sample -------------------------------------------------------------------------
-    def _inputs(self, index: int, timings: dict[str, float], labelled: bool) -> Inputs:
+    def _inputs(
+        self, index: int, timings: dict[str, float], labelled: bool
+    ) -> tuple[Inputs, RawSample]:
         """Load and preprocess sample ``index``; labelled and timed when ``labelled``."""
         lab = self.labeler
         t0 = time.perf_counter()
         with lab.label(vocab.LOAD) if labelled else nullcontext():
-            raw = self.dataset.load(index, self.adapter.modality)
+            raw = self.dataset.load(index, self.request)
         t1 = time.perf_counter()
         with lab.label(vocab.PREPROCESS) if labelled else nullcontext():
             inputs = self.adapter.prepare(raw)
         timings["load"] = (t1 - t0) * 1e3
         timings["preprocess"] = (time.perf_counter() - t1) * 1e3
-        return inputs
+        return inputs, raw
 
-    def _generate(self, inputs: Inputs, timings: dict[str, float], labelled: bool) -> list[int]:
+    def _generate(
+        self, index: int, inputs: Inputs, timings: dict[str, float], labelled: bool
+    ) -> Generated:
         """Vision first in decoupled mode, then the model's ordinary generate().
 
         Only generate() gets a host wall time (it ends with a device synchronize); the vision
         encoder's time is read from the trace, since an unsynchronised host clock would time
-        kernel launches, not kernels.
+        kernel launches, not kernels. A sampled run seeds generate() with ``seed + index``,
+        labelled or not, so both draw the same tokens.
         """
         cfg, lab = self.cfg, self.labeler
         if cfg.mode == "decoupled":
             inputs = self.adapter.encode_vision(inputs)
         t1 = time.perf_counter()
         with lab.generation() if labelled else nullcontext():
-            ids = self.adapter.generate(
-                inputs, max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens
-            )
+            out = self.adapter.generate(inputs, self.settings, seed=self.settings.seed_for(cfg.seed, index))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         timings["generate"] = (time.perf_counter() - t1) * 1e3
-        return ids
+        return out
 
     def run_plain(self, index: int) -> tuple[list[int], dict[str, float]]:
         """Sample ``index`` with no labels and no profiler: the reference for the checks."""
         timings: dict[str, float] = {}
         self.labeler.detach()
-        ids = self._generate(self._inputs(index, timings, labelled=False), timings, labelled=False)
-        return ids, timings
+        inputs, _raw = self._inputs(index, timings, labelled=False)
+        return self._generate(index, inputs, timings, labelled=False).token_ids, timings
 
     def run_profiled(self, index: int) -> SampleOutcome:
         """Sample ``index`` under the profiler with every label; returns its manifest outcome."""
@@ -187,12 +196,18 @@ class Capture:
         self.labeler.attach()
         t0 = time.perf_counter()
         try:
-            with profiled(self.cfg, self.device) as prof, self.labeler.label(vocab.sample_label(index)):
-                ids = self._generate(self._inputs(index, timings, labelled=True), timings, labelled=True)
+            with (
+                profiled(self.cfg, self.device) as prof,
+                PeakMemory(self.device) as peak,
+                self.labeler.label(vocab.sample_label(index)),
+            ):
+                inputs, raw = self._inputs(index, timings, labelled=True)
+                out = self._generate(index, inputs, timings, labelled=True)
         finally:
             self.labeler.detach()
         timings["total"] = (time.perf_counter() - t0) * 1e3
         export_trace(prof, trace)
+        ids = out.token_ids
         return SampleOutcome(
             index=index,
             sample_id=self.dataset.sample_id(index),
@@ -202,6 +217,13 @@ class Capture:
             text=self.adapter.decode(ids),
             wall_ms={k: round(v, 3) for k, v in timings.items()},
             **self._where(),
+            prompt=self.adapter.prompt_text(raw.prompt, raw.n_frames),
+            prefill_tokens=self.adapter.prefill_tokens(inputs),
+            new_tokens=len(ids),
+            kv_cache_mb=None if out.kv_cache_bytes is None else round(out.kv_cache_bytes / MIB, 3),
+            peak_mem_mb=None if peak.mb is None else round(peak.mb, 3),
+            input_files=raw.files,
+            seed=self.settings.seed_for(self.cfg.seed, index),
         )
 
     def _where(self) -> dict[str, Any]:
@@ -223,13 +245,13 @@ class Capture:
             return failed
         for index in pending:
             try:
-                inputs = self._inputs(index, {}, labelled=False)
+                inputs, _raw = self._inputs(index, {}, labelled=False)
                 for _ in range(self.cfg.warmup):
-                    self._generate(inputs, {}, labelled=False)
+                    self._generate(index, inputs, {}, labelled=False)
                 self.labeler.attach()
                 try:
                     with profiled(self.cfg, self.device), self.labeler.label(vocab.sample_label(index)):
-                        self._generate(inputs, {}, labelled=True)
+                        self._generate(index, inputs, {}, labelled=True)
                 finally:
                     self.labeler.detach()
                 return failed

@@ -12,6 +12,9 @@ ttft_ms: CPU run 10, 12, 14, 16 (median 13); other run 20, 24, 28, 32 (median 26
 tpot_ms: 4, 4, 5, 5 (median 4.5) and 6, 6, 7, 7 (median 6.5).
 vision_ms: 20, 21, 22, 23 (median 21.5) and 40, 41, 42, 43 (median 41.5).
 generate_ms = 100 + 10 * i and 200 + 20 * i; tokens = 8, so tokens_per_s = 8000 / generate_ms.
+From run.json: prefill_tokens 29 each (CPU run) and 641, 641, 637, 637 (median 639);
+kv_cache_mb 1, 2, 3, 4 (median 2.5) and 10, 20, 30, 40 (median 25); peak_mem_mb NaN (CPU run)
+and 100, 110, 120, 130 (median 115).
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ TTFT_MS = {RUN_CPU: [10.0, 12.0, 14.0, 16.0], RUN_GPU: [20.0, 24.0, 28.0, 32.0]}
 TPOT_MS = {RUN_CPU: [4.0, 4.0, 5.0, 5.0], RUN_GPU: [6.0, 6.0, 7.0, 7.0]}
 VISION_MS = {RUN_CPU: [20.0, 21.0, 22.0, 23.0], RUN_GPU: [40.0, 41.0, 42.0, 43.0]}
 GENERATE_MS = {RUN_CPU: [100.0, 110.0, 120.0, 130.0], RUN_GPU: [200.0, 220.0, 240.0, 260.0]}
+PREFILL_TOKENS = {RUN_CPU: [29, 29, 29, 29], RUN_GPU: [641, 641, 637, 637]}
+KV_CACHE_MB = {RUN_CPU: [1.0, 2.0, 3.0, 4.0], RUN_GPU: [10.0, 20.0, 30.0, 40.0]}
+PEAK_MEM_MB = {RUN_CPU: [np.nan] * 4, RUN_GPU: [100.0, 110.0, 120.0, 130.0]}
 
 STAGE_COLUMNS = ("load", "preprocess", "vision", "prefill", "decode", "other", "unlabelled")
 
@@ -111,6 +117,11 @@ def _samples(gpu: bool) -> pd.DataFrame:
                     "llm_share_gpu": llm_gpu / (vision_gpu + llm_gpu) if run_gpu else np.nan,
                     "timeline": "device" if run_gpu else "host",
                     "gpu_name": "NVIDIA H100 80GB HBM3" if run_gpu else "",
+                    "prompt": f"USER: <image>\nquestion {i} ASSISTANT:",
+                    "prefill_tokens": PREFILL_TOKENS[run][i],
+                    "new_tokens": N_STEPS,
+                    "kv_cache_mb": KV_CACHE_MB[run][i],
+                    "peak_mem_mb": PEAK_MEM_MB[run][i],
                 }
             )
     return pd.DataFrame(rows).astype({"sample_index": "int64", "tokens": "int64"})

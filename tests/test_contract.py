@@ -107,8 +107,10 @@ def test_every_table_column_carries_a_unit_or_is_a_key_count_or_label() -> None:
         "trace_file", "timeline", "phase", "kind", "name", "sample_index", "tokens", "overhead_ratio",
         "mixed_devices",
         "bound", "dtype", "attn_implementation", "cache", "compile", "load_in", "weights",
+        "prompt", "prefill_tokens", "new_tokens",
     }  # fmt: skip
     for table, schema in TABLE_SCHEMAS.items():
         for column in schema:
-            ok = column.endswith(("_ms", "_us", "_s", "_share", "_host", "_gpu")) or column.startswith("n_")
+            units = ("_ms", "_us", "_s", "_mb", "_share", "_host", "_gpu")
+            ok = column.endswith(units) or column.startswith("n_")
             assert ok or column in unitless or column == "count", (table, column)

@@ -14,6 +14,7 @@ from capture.data.events import (
     check_events,
     events_from_arrays,
     load_event_file,
+    render_benchmark_event_image,
     render_event_frames,
     render_events,
     render_events_loop,
@@ -99,13 +100,111 @@ def test_render_event_frames_draws_each_equal_count_chunk() -> None:
 
 
 def test_render_event_frames_fewer_events_than_chunks() -> None:
-    frames = render_event_frames(make_events(x=[1, 2], y=[0, 0], p=[0, 1]), (1, 3))
+    events = make_events(x=[1, 2], y=[0, 0], p=[0, 1])
+    # On a fixed sensor the empty chunks are blank canvases ...
+    frames = render_event_frames(events, (1, 3))
     assert len(frames) == 5
     assert all((frame == 255).all() for frame in frames[:4])
     assert np.array_equal(frames[4], np.array([[W, B, R]], dtype=np.uint8))
+    # ... but EventGPT sizes each frame by its events, and an empty chunk has no size (its own
+    # code fails on it with "zero-size array to reduction operation maximum").
+    with pytest.raises(CaptureError, match=r"2 events cannot be drawn as 5 frames: chunk 0 is empty"):
+        render_event_frames(events)
+    assert len(render_event_frames(events, n_chunks=2)) == 2
 
 
-def test_render_events_outside_sensor_raises() -> None:
+# --- EventGPT's own drawing, edge cases ------------------------------------------------------
+
+
+def official_frames(events: np.ndarray, n: int) -> list[np.ndarray]:
+    """EventGPT's ``get_event_images_list`` + ``generate_event_image`` (common/common.py), as
+    documented: equal-count chunks (remainder last), each drawn by a per-event loop on a white
+    canvas of (y.max() + 1, x.max() + 1); p == 0 blue, anything else red; the last event wins.
+    Works on the raw arrays, polarity as stored."""
+    x, y, p = events["x"], events["y"], events["p"]
+    per = len(x) // n
+    frames = []
+    for i in range(n):
+        lo, hi = i * per, (i + 1) * per if i < n - 1 else len(x)
+        xs, ys, ps = x[lo:hi], y[lo:hi], p[lo:hi]
+        image = np.ones((ys.max() + 1, xs.max() + 1, 3), dtype=np.uint8) * 255
+        for x_, y_, p_ in zip(xs, ys, ps, strict=True):
+            image[y_, x_] = np.array([0, 0, 255]) if p_ == 0 else np.array([255, 0, 0])
+        frames.append(image)
+    return frames
+
+
+def test_canvas_is_each_chunks_own_extent_as_eventgpt_draws() -> None:
+    # The documented example: x in {10, 20}, y in {5, 7} -> an (8, 21, 3) frame.
+    frame = render_events(make_events(x=[10, 20], y=[5, 7], p=[0, 1]))
+    assert frame.shape == (8, 21, 3)
+    assert tuple(frame[5, 10]) == B and tuple(frame[7, 20]) == R and int((frame != 255).any(-1).sum()) == 2
+    # Two chunks that reach different extents give frames of different sizes.
+    events = make_events(x=[0, 3, 1, 9], y=[0, 2, 0, 4], p=[1, 1, 0, 0])
+    frames = render_event_frames(events, n_chunks=2)
+    assert [f.shape for f in frames] == [(3, 4, 3), (5, 10, 3)]
+    for got, want in zip(frames, official_frames(events, 2), strict=True):
+        assert np.array_equal(got, want)
+    # --sensor-size replaces the extent.
+    assert [f.shape for f in render_event_frames(events, (6, 12), n_chunks=2)] == [(6, 12, 3)] * 2
+
+
+def test_polarities_minus_one_and_one_are_all_red_as_in_eventgpt(tmp_path: Path) -> None:
+    path = tmp_path / "signed.npy"
+    rng = np.random.default_rng(5)
+    n = 2_000
+    data = {
+        "x": rng.integers(0, 50, n).astype(np.uint16),
+        "y": rng.integers(0, 30, n).astype(np.uint16),
+        "t": np.arange(n, dtype=np.int64),
+        "p": rng.choice(np.array([-1, 1], dtype=np.int8), n),
+    }
+    np.save(path, data, allow_pickle=True)
+    events = load_event_file(path)
+    frames = render_event_frames(events)
+    want = official_frames(np.rec.fromarrays([data["x"], data["y"], data["p"]], names="x,y,p"), 5)
+    for got, ref in zip(frames, want, strict=True):
+        assert np.array_equal(got, ref)
+        drawn = (got != 255).any(-1)
+        assert (got[drawn] == R).all() and drawn.sum() > 0  # no blue at all
+    # while 0/1 streams give both colours, the last event at a pixel winning
+    assert tuple(render_events(make_events(x=[0, 0], y=[0, 0], p=[0, 1]))[0, 0]) == R
+    assert tuple(render_events(make_events(x=[0, 0], y=[0, 0], p=[1, 0]))[0, 0]) == B
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_frames_equal_the_official_drawing_on_random_streams(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 3_000))
+    events = make_events(
+        x=rng.integers(0, 64, n).tolist(), y=rng.integers(0, 48, n).tolist(), p=rng.integers(0, 2, n).tolist()
+    )
+    for n_frames in (1, 5):
+        got, want = render_event_frames(events, n_chunks=n_frames), official_frames(events, n_frames)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_one_frame_is_all_events_in_one_chunk() -> None:
+    events = make_events(x=[0, 1, 2, 3, 4, 5, 6], y=[0] * 7, p=[1, 0, 1, 0, 1, 0, 1])
+    (frame,) = render_event_frames(events, n_chunks=1)
+    assert np.array_equal(frame, render_events(events)) and frame.shape == (1, 7, 3)
+
+
+def test_benchmark_preprocessing_draws_red_then_blue_and_skips_other_polarities() -> None:
+    x, y = np.array([0, 0, 1, 2]), np.array([0, 0, 0, 0])
+    p = np.array([0, 1, 1, -1])  # (0,0): blue then red -> blue wins here; (2,0): -1 not drawn
+    image = render_benchmark_event_image(x, y, p)
+    assert image.shape == (1, 3, 3)
+    assert [tuple(c) for c in image[0]] == [B, R, W]
+    # EventGPT's own rule differs on exactly these pixels: last event wins, -1 is red.
+    assert [tuple(c) for c in render_events(make_events(x=[0, 0, 1, 2], y=[0] * 4, p=[0, 1, 1, 1]))[0]] == [
+        R,
+        R,
+        R,
+    ]
+
+
+def test_render_events_outside_a_given_sensor_raises() -> None:
     with pytest.raises(CaptureError, match="outside the 4x3 sensor"):
         render_events(make_events(x=[4], y=[0], p=[0]), (3, 4))
 
@@ -140,7 +239,7 @@ def test_load_eventgpt_dict_npy(tmp_path: Path) -> None:
     loaded = load_event_file(path)
     assert loaded.dtype == EVENT_DTYPE
     assert np.array_equal(loaded[["x", "y", "t"]], events[["x", "y", "t"]])
-    assert np.array_equal(loaded["p"], (events["p"] > 0).astype(np.uint8))
+    assert np.array_equal(loaded["p"], (events["p"] != 0).astype(np.uint8))
 
 
 def test_load_dict_npy_written_by_np_save_other_dtypes_kept_order(tmp_path: Path) -> None:
@@ -157,7 +256,7 @@ def test_load_dict_npy_written_by_np_save_other_dtypes_kept_order(tmp_path: Path
     assert loaded["x"].tolist() == [5, 1, 2]
     assert loaded["y"].tolist() == [0, 7, 3]
     assert loaded["t"].tolist() == [30, 10, 20]
-    assert loaded["p"].tolist() == [0, 1, 0]
+    assert loaded["p"].tolist() == [1, 1, 1]  # -1 is "not 0": red, as EventGPT draws it
 
 
 def test_load_protocol2_pickle_with_numpy1_names(tmp_path: Path) -> None:
@@ -354,4 +453,45 @@ def test_events_from_arrays_bool_and_signed_polarity() -> None:
         "src",
     )
     assert events.dtype == EVENT_DTYPE
-    assert events["p"].tolist() == [0, 0, 1]
+    assert events["p"].tolist() == [1, 0, 1]
+
+
+def test_metadata_keys_beside_the_events_are_accepted(tmp_path: Path) -> None:
+    """The DSEC benchmark builders store time_start, duration_ms, num_events, ... beside x, y, t, p
+    (numpy scalars, floats, lists): read, and ignored."""
+    events = random_events(100, (48, 64), seed=9)
+    path = tmp_path / "000000.npy"
+    save_eventgpt_npy(
+        path,
+        events,
+        metadata={
+            "time_start": np.int64(49_000_000_000),
+            "time_end": np.int64(49_001_000_000),
+            "duration_ms": 1000.0,
+            "image_timestamp": np.uint64(49_001_000_000),
+            "image_idx": 27,
+            "image_indices_in_clip": [27, 28, 29],
+            "num_events": np.int64(100),
+        },
+    )
+    loaded = load_event_file(path)
+    assert np.array_equal(loaded[["x", "y", "t"]], events[["x", "y", "t"]])
+
+
+def test_no_error_message_quotes_the_files_contents(tmp_path: Path) -> None:
+    secret = b"root:x:0:0:root:/root:/bin/bash\n"
+    for name, payload in (
+        ("passwd.npy", secret),  # not NumPy at all
+        ("header.npy", b"\x93NUMPY\x01\x00" + b"\x10\x00" + b"{'root:x:0:0': 1}\n"),  # bad header
+        ("pickle.npy", None),  # a pickle that names a global made of text
+    ):
+        path = tmp_path / name
+        if payload is None:
+            write_npy_payload(path, b"croot:x:0:0\nsystem\n.")
+        else:
+            path.write_bytes(payload)
+        with pytest.raises(CaptureError) as info:
+            load_event_file(path)
+        message = str(info.value)
+        assert "root:x" not in message and "/bin/bash" not in message, message
+        assert message.startswith(str(path)) and "\n" not in message

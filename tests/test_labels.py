@@ -11,6 +11,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from analyze import vocabulary as vocab
 from capture.data.sample import RawSample
+from capture.generation import GenerationSettings
 from capture.labels import StageLabeler
 from capture.models.base import ModelSpec
 from capture.models.hf import TRANSFORMERS_MAJOR
@@ -38,7 +39,7 @@ def _labelled_trace(adapter, tmp_path: Path, decoupled: bool = False) -> tuple[d
         if decoupled:
             inputs = adapter.encode_vision(inputs)
         with lab.generation():
-            ids = adapter.generate(inputs, max_new_tokens=N_TOKENS, min_new_tokens=N_TOKENS)
+            ids = adapter.generate(inputs, GenerationSettings(N_TOKENS, N_TOKENS)).token_ids
     lab.detach()
     path = tmp_path / "t.json"
     prof.export_chrome_trace(str(path))

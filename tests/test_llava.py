@@ -10,6 +10,7 @@ import torch
 
 from capture.data.sample import RawSample
 from capture.errors import CaptureError
+from capture.generation import GenerationSettings
 from capture.models.base import ModelSpec
 from capture.models.llava import TINY_IMAGE_SIZE, LlavaAdapter, VideoLlavaAdapter
 
@@ -19,7 +20,11 @@ CPU = torch.device("cpu")
 def _raw(n_frames: int = 8) -> RawSample:
     rng = np.random.default_rng(1)
     frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(n_frames)]
-    return RawSample("s0", "what happens in the scene ?", frames=frames)
+    return RawSample("s0", "what happens in the scene ?", frames=frames, n_frames=n_frames)
+
+
+def _raw_for(adapter) -> RawSample:
+    return _raw(adapter.default_frames)  # LLaVA-1.5: 1 image; Video-LLaVA: 8 frames
 
 
 @pytest.fixture(
@@ -31,7 +36,7 @@ def adapter(request: pytest.FixtureRequest):
 
 
 def test_placeholders_match_vision_features(adapter) -> None:
-    inputs = adapter.prepare(_raw())
+    inputs = adapter.prepare(_raw_for(adapter))
     n_placeholders = int((inputs["input_ids"] == adapter.placeholder_id).sum())
     patches = (TINY_IMAGE_SIZE // 14) ** 2
     if adapter.modality == "image":
@@ -48,11 +53,11 @@ def test_placeholders_match_vision_features(adapter) -> None:
 
 
 def test_generate_is_deterministic_and_decoupled_matches_fused(adapter) -> None:
-    inputs = adapter.prepare(_raw())
+    inputs = adapter.prepare(_raw_for(adapter))
     with torch.no_grad():
-        a = adapter.generate(inputs, max_new_tokens=5, min_new_tokens=5)
-        b = adapter.generate(inputs, max_new_tokens=5, min_new_tokens=5)
-        c = adapter.generate(adapter.encode_vision(inputs), max_new_tokens=5, min_new_tokens=5)
+        a = adapter.generate(inputs, GenerationSettings(5, 5)).token_ids
+        b = adapter.generate(inputs, GenerationSettings(5, 5)).token_ids
+        c = adapter.generate(adapter.encode_vision(inputs), GenerationSettings(5, 5)).token_ids
     assert len(a) == 5
     assert a == b == c
     assert isinstance(adapter.decode(a), str)
@@ -67,12 +72,51 @@ def test_same_seed_same_weights_other_seed_other_weights() -> None:
     assert not torch.equal(first_weight(3), first_weight(4))
 
 
-def test_video_llava_samples_eight_frames_from_longer_clips() -> None:
-    a = VideoLlavaAdapter.build(ModelSpec("tiny-video-llava", None, CPU, torch.float32))
-    raw = _raw(20)
-    picked = a.frames_for(raw)
-    assert len(picked) == 8
-    assert picked[0] is raw.frames[0] and picked[-1] is raw.frames[-1]
+def test_prompts_as_the_benchmarks_and_the_model_docs_write_them() -> None:
+    llava = LlavaAdapter.build(ModelSpec("tiny-llava", None, CPU, torch.float32))
+    video = VideoLlavaAdapter.build(ModelSpec("tiny-video-llava", None, CPU, torch.float32))
+    assert llava.prompt_text("What moves?", 1) == "USER: <image>\nWhat moves? ASSISTANT:"
+    assert llava.prompt_text("Q", 3) == "USER: <image>\n<image>\n<image>\nQ ASSISTANT:"
+    assert video.prompt_text("What moves?", 8) == "USER: <video>\nWhat moves? ASSISTANT:"
+    assert (llava.default_frames, llava.frame_pick) == (1, "linspace")
+    assert (video.default_frames, video.frame_pick) == (8, "arange")
+
+
+def test_llava_with_8_frames_has_8_image_blocks() -> None:
+    """The benchmarks' 8-frame LLaVA-1.5 mode: 8 images of (56/14)^2 = 16 tokens in the tiny
+    model (576 at 336 px: 8 x 576 + text = the benchmarks' 4643-token prefill)."""
+    adapter = LlavaAdapter.build(ModelSpec("tiny-llava", None, CPU, torch.float32))
+    one, eight = adapter.prepare(_raw(1)), adapter.prepare(_raw(8))
+    assert eight["pixel_values"].shape == (8, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
+    assert int((eight["input_ids"] == adapter.placeholder_id).sum()) == 8 * 16
+    text_one = adapter.prefill_tokens(one) - 16
+    # each further "<image>\n" block adds 16 image tokens and the newline's (none in the tiny
+    # word-level tokenizer; one, <0x0A>, in LLaMA's)
+    newline = len(adapter.tokenizer("\n", add_special_tokens=False)["input_ids"])
+    assert adapter.prefill_tokens(eight) == text_one + 7 * newline + 8 * 16
+    with torch.no_grad():
+        fused = adapter.generate(eight, GenerationSettings(4, 4)).token_ids
+        decoupled = adapter.generate(adapter.encode_vision(eight), GenerationSettings(4, 4)).token_ids
+    assert fused == decoupled and len(fused) == 4
+
+
+def test_video_llava_prefill_is_fixed_by_its_8_frames() -> None:
+    adapter = VideoLlavaAdapter.build(ModelSpec("tiny-video-llava", None, CPU, torch.float32))
+    inputs = adapter.prepare(_raw(8))
+    assert int((inputs["input_ids"] == adapter.placeholder_id).sum()) == 8 * 17  # CLS kept: 8 x 257 at 224 px
+    assert adapter.prefill_tokens(inputs) == inputs["input_ids"].shape[1]
+
+
+def test_event_frames_are_drawn_for_image_source_event() -> None:
+    from capture.data.sample import EVENT_DTYPE
+
+    events = np.zeros(30, dtype=EVENT_DTYPE)
+    events["x"], events["y"], events["p"] = np.arange(30), np.arange(30) % 7, np.arange(30) % 2
+    adapter = LlavaAdapter.build(ModelSpec("tiny-llava", None, CPU, torch.float32))
+    frames = adapter.frames_for(RawSample("e", "Q", events=events, n_frames=1))
+    assert len(frames) == 1 and frames[0].shape == (7, 30, 3)  # the events' own extent
+    inputs = adapter.prepare(RawSample("e", "Q", events=events, n_frames=2))
+    assert inputs["pixel_values"].shape[0] == 2
 
 
 def test_missing_weights_say_where_and_how(tmp_path: Path) -> None:
@@ -94,6 +138,6 @@ def test_real_weight_path_loads_a_saved_folder(tmp_path: Path) -> None:
     assert real.weights_source == str(tmp_path)
     raw = _raw()
     with torch.no_grad():
-        want = tiny.generate(tiny.prepare(raw), max_new_tokens=4, min_new_tokens=4)
-        got = real.generate(real.prepare(raw), max_new_tokens=4, min_new_tokens=4)
+        want = tiny.generate(tiny.prepare(raw), GenerationSettings(4, 4)).token_ids
+        got = real.generate(real.prepare(raw), GenerationSettings(4, 4)).token_ids
     assert got == want

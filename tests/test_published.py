@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from capture.config import CaptureConfig
 from capture.data.registry import open_dataset
 from capture.models.base import ModelSpec
 from capture.models.published import published_config, random_weights_label
@@ -48,7 +49,9 @@ def test_random_build_has_the_published_parameter_count(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(PARAMETERS))
 def test_random_adapter_prepares_realistic_prompts(name: str) -> None:
     adapter = _random_adapter(name)
-    raw = open_dataset(None, seed=0, n_samples=1).load(0, adapter.modality)
+    cfg = CaptureConfig(model=name, weights="random").for_model(adapter.modality, adapter.default_frames)
+    request = cfg.input_request(adapter.modality, adapter.frame_pick)
+    raw = open_dataset(None, seed=0, n_samples=1).load(0, request)
     inputs = adapter.prepare(raw)
     ids = inputs["input_ids"]
     assert ids.device.type == "meta" or ids.shape[0] == 1

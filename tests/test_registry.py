@@ -9,6 +9,7 @@ import pytest
 
 from capture.data.folder import FolderDataset
 from capture.data.registry import open_dataset
+from capture.data.sample import InputRequest
 from capture.data.synthetic import SyntheticDataset, write_synthetic_folder
 from capture.errors import CaptureError
 
@@ -17,9 +18,9 @@ def test_none_gives_synthetic_with_seed_and_size() -> None:
     dataset = open_dataset(None, seed=3, n_samples=5)
     assert isinstance(dataset, SyntheticDataset)
     assert len(dataset) == 5 and dataset.name == "synthetic"
-    expected = SyntheticDataset(5, seed=3).load(4, "image").frames[0]
-    assert np.array_equal(dataset.load(4, "image").frames[0], expected)
-    other_seed = open_dataset(None, n_samples=5).load(4, "image").frames[0]
+    expected = SyntheticDataset(5, seed=3).load(4, InputRequest("camera", 1)).frames[0]
+    assert np.array_equal(dataset.load(4, InputRequest("camera", 1)).frames[0], expected)
+    other_seed = open_dataset(None, n_samples=5).load(4, InputRequest("camera", 1)).frames[0]
     assert not np.array_equal(other_seed, expected)
 
 

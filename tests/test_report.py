@@ -121,6 +121,8 @@ def test_sections_header_and_verification(tmp_path: Path) -> None:
         "✗ does not add up",
         "1.07×",
         "TTFT ÷ first",
+        "<th>prefill tokens</th><th>KV cache MB</th>",
+        '<td class="num">639</td><td class="num">25.00</td>',
     ):
         assert text in page, text
     trace = tmp_path / RUN_CPU / "sample-00000.pt.trace.json.gz"

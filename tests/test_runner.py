@@ -222,3 +222,36 @@ def test_processes_started_together_never_share_a_run_folder(tmp_path: Path, mon
     base = "tiny-llava-20261123-120000"
     assert sorted(made) == sorted([base, *(f"{base}-{k}" for k in range(2, 9))])
     assert len({p.name for p in tmp_path.iterdir()}) == 8
+
+
+def test_a_sampled_run_passes_the_identity_check_on_every_sample(tmp_path: Path) -> None:
+    """--do-sample: each sample's generate() is seeded with seed + index, profiled and not."""
+    kw = dict(samples=2, max_new_tokens=8, min_new_tokens=8, do_sample=True, temperature=2.0, verify="all")
+    cap = Capture.prepare(_cfg(tmp_path / "a", **kw))
+    cap.run()
+    data = _manifest(cap.folder.run_dir)
+    assert data["verification"]["identity"] == {"ok": True, "checked": [0, 1], "mismatches": []}
+    assert [s["seed"] for s in data["samples"]] == [0, 1]
+    assert data["generation"]["do_sample"] is True and data["generation"]["temperature"] == 2.0
+    # The draw is real: another --seed draws other tokens (so the check above is not vacuous).
+    other = Capture.prepare(_cfg(tmp_path / "b", **kw, seed=7))
+    other.run()
+    tokens = [s["token_ids"] for s in data["samples"]]
+    assert [s["token_ids"] for s in _manifest(other.folder.run_dir)["samples"]] != tokens
+
+
+def test_outcomes_record_prompt_prefill_tokens_kv_cache_and_memory(tiny_run) -> None:
+    data = _manifest(tiny_run("tiny-llava"))
+    for s in data["samples"]:
+        assert s["prompt"] == "USER: <image>\nWhat are the key elements in this scene? ASSISTANT:"
+        assert s["new_tokens"] == len(s["token_ids"]) == 6
+        # tiny LLaMA: 2 layers x (K, V) x 64 floats x 4 bytes per cached position
+        positions = s["prefill_tokens"] + s["new_tokens"] - 1
+        assert s["kv_cache_mb"] == round(positions * 1024 / 2**20, 3)
+        assert s["peak_mem_mb"] is None or s["peak_mem_mb"] >= 0
+    assert data["config"]["frames"] == 1 and data["config"]["image_source"] == "video"
+    assert data["generation"]["do_sample"] is False and data["generation"]["max_new_tokens"] == 6
+    eventgpt = _manifest(tiny_run("tiny-eventgpt"))
+    assert eventgpt["config"]["frames"] == 5 and eventgpt["samples"][0]["prompt"].endswith(
+        "USER: <ev_start><event><ev_end>\nWhat are the key elements in this scene? ASSISTANT:"
+    )

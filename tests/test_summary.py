@@ -241,3 +241,11 @@ def test_setting_comparisons_per_stage(verdict_tables: Tables) -> None:
 
 def test_runs_of_different_models_are_not_compared(tables: Tables) -> None:
     assert summary.setting_comparisons(tables) == []
+
+
+def test_run_metrics_has_prefill_tokens_and_kv_cache_medians(tmp_path: Path) -> None:
+    m = run_metrics(make_tables(tmp_path)).set_index("run_id")
+    assert m.loc[RUN_CPU, "prefill_tokens"] == 29 and m.loc[RUN_GPU, "prefill_tokens"] == 639
+    assert m.loc[RUN_CPU, "kv_cache_mb"] == 2.5 and m.loc[RUN_GPU, "kv_cache_mb"] == 25.0
+    assert math.isnan(m.loc[RUN_CPU, "peak_mem_mb"]) and m.loc[RUN_GPU, "peak_mem_mb"] == 115.0
+    assert m.loc[RUN_GPU, "new_tokens"] == 8

@@ -275,3 +275,32 @@ def test_stages_and_tokens_carry_verdicts(tables: Tables) -> None:
     tokens = tables.tokens.set_index(["run_id", "step"]).sort_index()
     assert tokens.loc[("b", 1), "bound"] == "host" and pd.isna(tokens.loc[("b", 1), "gpu_busy_share"])
     assert set(tokens.loc["run-a", "bound"]) == {"device"}
+
+
+def test_samples_carry_run_json_outcomes_matched_by_trace_name(tmp_path: Path) -> None:
+    """prompt, prefill_tokens, new_tokens, kv_cache_mb, peak_mem_mb come from run.json's
+    sample outcomes (matched on the trace file, not on order); NA/NaN/"" without run.json."""
+    run_json = manifest("with")
+    # Listed in reverse order, and sample 1 without the memory figures (as on a failed read).
+    run_json["samples"] = [
+        {**run_json["samples"][1], "prompt": "USER: <image>\nB ASSISTANT:", "prefill_tokens": 641,
+         "new_tokens": 3, "kv_cache_mb": 12.5},
+        {**run_json["samples"][0], "prompt": "USER: <image>\nA ASSISTANT:", "prefill_tokens": 637,
+         "new_tokens": 2, "kv_cache_mb": 10.25, "peak_mem_mb": 300.0},
+    ]  # fmt: skip
+    write_run(tmp_path / "with", [vlm_trace("5.x", sample=0), vlm_trace("5.x", sample=1)], run_json)
+    write_run(tmp_path / "without", [vlm_trace("5.x", gpu=False)])
+    tables, _ = analyze_paths([tmp_path])
+    s = tables.samples.set_index(["run_id", "trace_file"])
+    a = s.loc[("with", "sample-00000.pt.trace.json.gz")]
+    b = s.loc[("with", "sample-00001.pt.trace.json.gz")]
+    assert (a["prompt"], a["prefill_tokens"], a["new_tokens"]) == ("USER: <image>\nA ASSISTANT:", 637, 2)
+    assert (a["kv_cache_mb"], a["peak_mem_mb"]) == (10.25, 300.0)
+    assert (b["prefill_tokens"], b["kv_cache_mb"]) == (641, 12.5) and pd.isna(b["peak_mem_mb"])
+    alone = s.loc[("without", "sample-00000.pt.trace.json.gz")]
+    assert alone["prompt"] == "" and pd.isna(alone["prefill_tokens"]) and pd.isna(alone["kv_cache_mb"])
+    assert str(tables.samples["prefill_tokens"].dtype) == "Int64"
+    # The Parquet round trip keeps them.
+    write_tables(tables, tmp_path / "out")
+    back = read_tables(tmp_path / "out").samples
+    assert back["prefill_tokens"].tolist()[:2] == tables.samples["prefill_tokens"].tolist()[:2]

@@ -135,3 +135,15 @@ def test_cpu_only_run_gets_one_host_bound_line(tables: Tables) -> None:
     cpu = _block(format_summary(tables), "cpu")
     assert cpu.splitlines()[-1] == "  verdict: host-bound throughout (CPU-only trace: no GPU verdict applies)"
     assert "launch-bound" not in cpu and "device-bound" not in cpu
+
+
+def test_prefill_tokens_and_kv_cache_beside_ttft_and_tpot(tmp_path: Path, tables: Tables) -> None:
+    text = format_summary(make_tables(tmp_path))
+    gpu = _block(text, RUN_GPU).splitlines()
+    line = next(x for x in gpu if "prefill" in x and "tokens," in x)
+    assert line.strip() == (
+        "prefill 639 tokens, KV cache 25.000 MB, peak memory 115.0 MB (median of 4 samples, from run.json)"
+    )
+    assert gpu.index(line) == next(i for i, x in enumerate(gpu) if "TPOT" in x) + 2
+    assert "peak memory" not in _block(text, RUN_CPU)  # NaN: left out, not printed as nan
+    assert "from run.json" not in format_summary(tables)  # traces without these fields

@@ -1,10 +1,18 @@
 """Event streams: safe loading, validation, and EventGPT's events-to-frames preprocessing.
 
-EventGPT (``common/common.py`` of its public code) reads a ``.npy`` holding a pickled dict of
-arrays ``x, y, t, p``, splits the stream into 5 chunks of equal event count, and draws each
-chunk on a white canvas of the sensor size: polarity 0 blue, any other polarity red, later
-events overwriting earlier ones at the same pixel. The drawing here is vectorised and gives
-the same pixels as EventGPT's per-event loop (kept as :func:`render_events_loop`).
+EventGPT (``common/common.py`` of its public code, ``process_event_data``) reads a ``.npy``
+holding a pickled dict of arrays ``x, y, t, p`` (the DSEC benchmark builders add metadata keys
+such as ``time_start`` and ``num_events``, which are ignored), splits the stream into chunks of
+equal event count, and draws each chunk on a white canvas of that chunk's own extent,
+``(y.max() + 1, x.max() + 1)``: polarity 0 blue, any other value (1, -1, 2, ...) red, later
+events overwriting earlier ones at the same pixel. The drawing here is vectorised and gives the
+same pixels as EventGPT's per-event loop (kept as :func:`render_events_loop`); a fixed canvas
+(``--sensor-size``) replaces the per-chunk extent only when asked for.
+
+The benchmarks' own preprocessing (``preprocess_event_images.py``, which wrote the
+``event_image/`` PNGs) draws slightly differently: red where p == 1, then blue where p == 0 over
+it, other polarities not at all (:func:`render_benchmark_event_image`, used to write synthetic
+folders in that layout).
 
 Pure NumPy: no torch import, so the benchmark and tests run anywhere.
 """
@@ -14,13 +22,12 @@ from __future__ import annotations
 import codecs
 import io
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from analyze.errors import first_line
 from analyze.files import write_bytes_atomic
 from capture.data.sample import EVENT_DTYPE
 from capture.errors import CaptureError
@@ -53,6 +60,9 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,8}$")
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that resolves only NumPy array/dtype/scalar reconstruction globals.
 
@@ -69,8 +79,10 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
+            # Name the global only when it looks like one: the message must not quote file contents.
+            what = f"{module}.{name}" if _IDENTIFIER.match(f"{module}.{name}") else "a non-NumPy object"
             raise CaptureError(
-                f"{self._source}: refused to unpickle {module}.{name}: event files may hold only "
+                f"{self._source}: refused to unpickle {what}: event files may hold only "
                 "NumPy arrays and plain containers"
             ) from None
 
@@ -81,11 +93,12 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def load_event_file(path: Path) -> np.ndarray:
     """Read an event file into an ``EVENT_DTYPE`` array, in the order stored (not re-sorted).
 
-    Accepted: EventGPT ``.npy`` (a pickled dict of arrays ``x, y, t, p``; read with an
-    unpickler that admits only NumPy arrays and plain containers), a structured ``.npy`` with
-    fields ``x, y, t, p``, and ``.npz`` with arrays ``x, y, t, p``. Polarity is stored as 1
-    where ``p > 0`` and 0 otherwise (so 0/1 and -1/+1 encodings both work). Raises
-    CaptureError naming the file for anything else, including truncated files.
+    Accepted: EventGPT ``.npy`` (a pickled dict of arrays ``x, y, t, p``, other keys ignored;
+    read with an unpickler that admits only NumPy arrays and plain containers), a structured
+    ``.npy`` with fields ``x, y, t, p``, and ``.npz`` with arrays ``x, y, t, p``. Polarity is
+    stored as EventGPT reads it: 0 where ``p == 0``, 1 for any other value (so -1/+1 streams
+    are all "not 0", as in EventGPT's drawing). Raises CaptureError naming the file for
+    anything else, including truncated files; no message quotes the file's contents.
     """
     path = Path(path)
     source = str(path)
@@ -101,21 +114,12 @@ def load_event_file(path: Path) -> np.ndarray:
             raise CaptureError(f"{source}: unknown event file type {suffix!r}: expected .npy or .npz")
     except CaptureError:
         raise
-    except (
-        OSError,
-        ValueError,
-        EOFError,
-        TypeError,
-        KeyError,
-        IndexError,
-        AttributeError,
-        MemoryError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    ) as exc:
-        # A malformed file or pickle (allowed callables given bad arguments, absurd shapes).
+    except Exception as exc:  # NumPy and pickle raise many types on a bad file
+        # A malformed file or pickle (allowed callables given bad arguments, absurd shapes, a
+        # header NumPy cannot parse). Only the exception's type is quoted: NumPy's and pickle's
+        # messages can echo the file's bytes.
         raise CaptureError(
-            f"{source}: unreadable event file ({first_line(exc)}): truncated or not NumPy"
+            f"{source}: unreadable event file ({type(exc).__name__}): truncated or not NumPy"
         ) from None
     return events_from_arrays(fields, source)
 
@@ -172,7 +176,7 @@ def events_from_arrays(fields: dict[str, np.ndarray], source: str) -> np.ndarray
     """Pack 1-D arrays ``x, y, t, p`` into one ``EVENT_DTYPE`` array, checking their types.
 
     ``x, y, t`` must be integers (t in microseconds), ``p`` integer or bool; ``x, y`` must fit
-    ``uint16``. Polarity becomes 1 where ``p > 0``, else 0.
+    ``uint16``. Polarity becomes 0 where ``p == 0``, else 1 (EventGPT: 0 blue, anything else red).
     """
     arrays = {name: np.asarray(fields[name]) for name in EVENT_FIELDS}
     lengths = {name: a.shape for name, a in arrays.items()}
@@ -201,16 +205,18 @@ def events_from_arrays(fields: dict[str, np.ndarray], source: str) -> np.ndarray
     events["x"] = arrays["x"]
     events["y"] = arrays["y"]
     events["t"] = arrays["t"]
-    events["p"] = arrays["p"] > 0
+    events["p"] = arrays["p"] != 0
     return events
 
 
-def check_events(events: np.ndarray, sensor_hw: tuple[int, int], source: str) -> None:
+def check_events(events: np.ndarray, sensor_hw: tuple[int, int] | None, source: str) -> None:
     """Raise CaptureError (one line naming ``source``) unless ``events`` can be drawn.
 
     Requires a non-empty structured array with integer fields ``x, y, t`` and integer/bool
-    ``p``, and every coordinate inside the sensor (``0 <= x < W``, ``0 <= y < H``). Streams of
-    any duration are accepted (EventGPT's own script refuses windows of 100 ms or more).
+    ``p`` and non-negative coordinates; with a fixed ``sensor_hw`` (``--sensor-size``) every
+    coordinate must also fall inside it (``0 <= x < W``, ``0 <= y < H``). Without one, each
+    chunk is drawn on its own extent, as EventGPT does. Streams of any duration are accepted
+    (EventGPT's own script refuses windows of 100 ms or more).
     """
     names = events.dtype.names if isinstance(events, np.ndarray) else None
     if names is None or any(name not in names for name in EVENT_FIELDS):
@@ -223,13 +229,19 @@ def check_events(events: np.ndarray, sensor_hw: tuple[int, int], source: str) ->
             )
     if events.ndim != 1 or events.size == 0:
         raise CaptureError(f"{source}: the event stream is empty: nothing to draw")
+    for name in ("x", "y"):
+        lo = int(events[name].min())
+        if lo < 0:
+            raise CaptureError(f"{source}: event {name} spans {lo}..{int(events[name].max())}: negative")
+    if sensor_hw is None:
+        return
     height, width = sensor_hw
     for name, limit in (("x", width), ("y", height)):
         lo, hi = int(events[name].min()), int(events[name].max())
-        if lo < 0 or hi >= limit:
+        if hi >= limit:
             raise CaptureError(
                 f"{source}: event {name} spans {lo}..{hi}, outside the {width}x{height} sensor "
-                "(width x height): wrong sensor size or corrupt file"
+                "(width x height): wrong --sensor-size or corrupt file"
             )
 
 
@@ -238,7 +250,8 @@ def split_equal_count(events: np.ndarray, n_chunks: int = EVENTGPT_N_CHUNKS) -> 
 
     As EventGPT's own script does: every chunk holds ``N // n_chunks`` events and the last one
     also the remainder (N=12, n=5 gives 2, 2, 2, 2, 4). With fewer events than chunks, the
-    first chunks are empty (drawn as blank canvases). Always returns exactly ``n_chunks`` views.
+    first chunks are empty. ``n_chunks=1`` is the whole stream (how the benchmarks'
+    ``event_image_1f/`` frames were drawn). Always returns exactly ``n_chunks`` views.
     """
     if n_chunks < 1:
         raise CaptureError(f"n_chunks must be at least 1, got {n_chunks}")
@@ -247,16 +260,31 @@ def split_equal_count(events: np.ndarray, n_chunks: int = EVENTGPT_N_CHUNKS) -> 
     return np.split(events, bounds)
 
 
-def render_events(events: np.ndarray, sensor_hw: tuple[int, int]) -> np.ndarray:
+def canvas_hw(events: np.ndarray, sensor_hw: tuple[int, int] | None) -> tuple[int, int]:
+    """The canvas a chunk is drawn on: ``sensor_hw`` if given, else EventGPT's rule, the
+    chunk's own extent ``(y.max() + 1, x.max() + 1)`` (so a chunk that does not reach the
+    sensor's edge gives a smaller frame). An empty chunk has no extent: CaptureError."""
+    if sensor_hw is not None:
+        return int(sensor_hw[0]), int(sensor_hw[1])
+    if events.shape[0] == 0:
+        raise CaptureError(
+            "an empty chunk of events has no extent to draw (EventGPT sizes each frame by its "
+            "events): give fewer --frames than events, or a fixed --sensor-size WxH"
+        )
+    return int(events["y"].max()) + 1, int(events["x"].max()) + 1
+
+
+def render_events(events: np.ndarray, sensor_hw: tuple[int, int] | None = None) -> np.ndarray:
     """Draw events on a white HxWx3 uint8 canvas: p == 0 blue, else red; the last event wins.
 
+    The canvas is :func:`canvas_hw`: the events' own extent unless ``sensor_hw`` is given.
     Vectorised and deterministic: each event gets the code ``2 * index + (p != 0)``; the
     per-pixel maximum code (``np.maximum.at``, whose result does not depend on the order in
     which duplicates are visited) is the pixel's last event, and its low bit that event's
-    polarity. Pixel-identical to :func:`render_events_loop`. Coordinates outside the sensor
-    raise CaptureError.
+    polarity. Pixel-identical to :func:`render_events_loop`. Coordinates outside a given
+    sensor raise CaptureError.
     """
-    height, width = sensor_hw
+    height, width = canvas_hw(events, sensor_hw)
     n_events = events.shape[0]
     if n_events == 0:
         return np.full((height, width, 3), 255, dtype=np.uint8)
@@ -275,15 +303,26 @@ def render_events(events: np.ndarray, sensor_hw: tuple[int, int]) -> np.ndarray:
 
 
 def render_event_frames(
-    events: np.ndarray, sensor_hw: tuple[int, int], n_chunks: int = EVENTGPT_N_CHUNKS
+    events: np.ndarray, sensor_hw: tuple[int, int] | None = None, n_chunks: int = EVENTGPT_N_CHUNKS
 ) -> list[np.ndarray]:
-    """EventGPT's event frames: split into ``n_chunks`` equal-count chunks, draw each one."""
-    return [render_events(chunk, sensor_hw) for chunk in split_equal_count(events, n_chunks)]
+    """EventGPT's event frames: split into ``n_chunks`` equal-count chunks, draw each one on
+    its own extent (or on ``sensor_hw``). An empty chunk without ``sensor_hw`` is a
+    CaptureError (EventGPT's own code fails on it too)."""
+    frames = []
+    for k, chunk in enumerate(split_equal_count(events, n_chunks)):
+        if chunk.shape[0] == 0 and sensor_hw is None:
+            raise CaptureError(
+                f"{events.shape[0]} events cannot be drawn as {n_chunks} frames: chunk {k} is empty "
+                "and EventGPT sizes each frame by its events; use fewer --frames or --sensor-size WxH"
+            )
+        frames.append(render_events(chunk, sensor_hw))
+    return frames
 
 
-def render_events_loop(events: np.ndarray, sensor_hw: tuple[int, int]) -> np.ndarray:
-    """Reference drawing: EventGPT's per-event Python loop (slow; for tests and the benchmark)."""
-    height, width = sensor_hw
+def render_events_loop(events: np.ndarray, sensor_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Reference drawing: EventGPT's ``generate_event_image`` per-event Python loop, canvas
+    from the events' extent unless ``sensor_hw`` is given (slow; for tests and the benchmark)."""
+    height, width = canvas_hw(events, sensor_hw)
     canvas = np.ones((height, width, 3), dtype=np.uint8) * 255
     for x_, y_, p_ in zip(events["x"], events["y"], events["p"], strict=True):
         if p_ == 0:
@@ -293,14 +332,36 @@ def render_events_loop(events: np.ndarray, sensor_hw: tuple[int, int]) -> np.nda
     return canvas
 
 
-def save_eventgpt_npy(path: Path, events: np.ndarray) -> None:
-    """Write events as EventGPT does: a pickled dict of arrays x, y, t, p in a ``.npy``.
+def render_benchmark_event_image(
+    x: np.ndarray, y: np.ndarray, p: np.ndarray, sensor_hw: tuple[int, int] | None = None
+) -> np.ndarray:
+    """The benchmarks' preprocessing drawing (``preprocess_event_images.py``): canvas from the
+    events' extent unless ``sensor_hw`` is given; red where p == 1, then blue where p == 0
+    over it; other polarity values are not drawn. Takes the raw arrays (polarity as stored)."""
+    if sensor_hw is None:
+        if x.size == 0:
+            raise CaptureError("an empty chunk of events has no extent to draw")
+        height, width = int(y.max()) + 1, int(x.max()) + 1
+    else:
+        height, width = sensor_hw
+    image = np.full((height, width, 3), 255, dtype=np.uint8)
+    xi, yi, pi = x.astype(np.intp), y.astype(np.intp), p.astype(np.int64)
+    image[yi[pi == 1], xi[pi == 1]] = RED_POSITIVE
+    image[yi[pi == 0], xi[pi == 0]] = BLUE_NEGATIVE
+    return image
+
+
+def save_eventgpt_npy(path: Path, events: np.ndarray, metadata: dict[str, Any] | None = None) -> None:
+    """Write events as EventGPT does: a pickled dict of arrays x, y, t, p in a ``.npy``, plus
+    ``metadata`` keys beside them (the DSEC benchmark builders add ``time_start``,
+    ``duration_ms``, ``num_events``, ...).
 
     Atomic: written to a temporary name in the same folder (created if missing), then renamed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {name: np.ascontiguousarray(events[name]) for name in EVENT_FIELDS}
+    payload: dict[str, Any] = {name: np.ascontiguousarray(events[name]) for name in EVENT_FIELDS}
+    payload.update(metadata or {})
     buffer = io.BytesIO()
     np.save(buffer, np.array(payload, dtype=object), allow_pickle=True)
     write_bytes_atomic(path, buffer.getvalue())

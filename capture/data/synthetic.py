@@ -21,9 +21,23 @@ import numpy as np
 from PIL import Image
 
 from analyze.files import write_atomic, write_text_atomic
-from capture.data.events import save_eventgpt_npy
-from capture.data.folder import EVENT_DIR, EVENT_PLACEHOLDER, VIDEO_DIR
-from capture.data.sample import DEFAULT_PROMPT, DSEC_HEIGHT, DSEC_WIDTH, EVENT_DTYPE, Modality, RawSample
+from capture.data.events import (
+    EVENTGPT_N_CHUNKS,
+    check_events,
+    render_benchmark_event_image,
+    save_eventgpt_npy,
+    split_equal_count,
+)
+from capture.data.folder import (
+    EVENT_DIR,
+    EVENT_IMAGE_1F_DIR,
+    EVENT_IMAGE_DIR,
+    INSTRUCTION_FILE,
+    MP4_DIR,
+    VIDEO_DIR,
+)
+from capture.data.frames import pick_indices
+from capture.data.sample import DEFAULT_PROMPT, DSEC_HEIGHT, DSEC_WIDTH, EVENT_DTYPE, InputRequest, RawSample
 from capture.errors import CaptureError
 
 # Event-camera model: contrast threshold in natural-log units, and the offset that keeps
@@ -38,7 +52,6 @@ _PAN_PX_PER_FRAME = (1, 2)  # background motion (dy, dx) between consecutive fra
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 SYNTHETIC_SEQUENCE = "synthetic"
-INSTRUCTIONS_FILE = "instructions.json"
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,7 @@ class SyntheticDataset:
             )
         self.n_samples = n_samples
         self.seed = seed
+        self.warnings: list[str] = []
         self.sensor_hw = (int(height), int(width))
         self.n_frames = n_frames
         self.duration_us = duration_us
@@ -97,25 +111,32 @@ class SyntheticDataset:
         self._check_index(index)
         return f"synthetic-{index:05d}"
 
-    def load(self, index: int, modality: Modality) -> RawSample:
-        """Generate sample ``index``: ``image`` -> the middle frame, ``video`` -> all frames,
-        ``events`` -> the event stream (no frames)."""
+    def load(self, index: int, request: InputRequest) -> RawSample:
+        """Generate sample ``index`` as ``request`` asks: camera frames picked from the clip's
+        ``n_frames`` by the request's rule, or the event stream (to be drawn as
+        ``request.n_frames`` frames). There are no pre-rendered event frames here."""
         self._check_index(index)
         scene = self._scene(index)
         sample_id = self.sample_id(index)
-        if modality == "image":
-            frames = [self._render_frame(scene, self.n_frames // 2)]
-            return RawSample(sample_id, DEFAULT_PROMPT, frames=frames, sensor_hw=self.sensor_hw)
-        if modality == "video":
-            frames = [self._render_frame(scene, k) for k in range(self.n_frames)]
-            return RawSample(sample_id, DEFAULT_PROMPT, frames=frames, sensor_hw=self.sensor_hw)
-        if modality == "events":
-            frames = [self._render_frame(scene, k) for k in range(self.n_frames)]
-            events = events_from_frames(frames, self.duration_us)
-            return RawSample(sample_id, DEFAULT_PROMPT, frames=[], events=events, sensor_hw=self.sensor_hw)
-        raise CaptureError(
-            f"synthetic dataset: unknown modality {modality!r}: expected image, video or events"
+        raw = RawSample(
+            sample_id,
+            request.question or DEFAULT_PROMPT,
+            sensor_hw=request.sensor_hw,
+            n_frames=request.n_frames,
         )
+        if request.source == "camera":
+            picked = pick_indices(self.n_frames, request.n_frames, request.pick)
+            raw.frames = [self._render_frame(scene, k) for k in picked]
+            return raw
+        if request.event_input == "image":
+            raise CaptureError(
+                "the built-in synthetic dataset has no pre-rendered event frames: use --event-input "
+                "npy (or auto), or write a folder with capture.data.synthetic.write_synthetic_folder"
+            )
+        frames = [self._render_frame(scene, k) for k in range(self.n_frames)]
+        raw.events = events_from_frames(frames, self.duration_us)
+        check_events(raw.events, request.sensor_hw, f"synthetic sample {index}")
+        return raw
 
     def clip(self, index: int) -> tuple[list[np.ndarray], np.ndarray]:
         """All frames of sample ``index`` and their events (what ``write_synthetic_folder`` stores)."""
@@ -218,40 +239,124 @@ def events_from_frames(frames: list[np.ndarray], duration_us: int) -> np.ndarray
     return events
 
 
-def write_synthetic_folder(root: Path, n_samples: int, seed: int = 0) -> Path:
-    """Write ``n_samples`` synthetic clips in the EventGPT DSEC layout under ``root``.
+# DSEC's frame camera (the benchmarks' video/ frames), and the clips' frame rate in mp4/.
+CAMERA_HW = (1080, 1440)
+MP4_FPS = 20
+RESULTS_FILE = "EventGPT_Instruction_Subset_results_n{n}_20260123_223000.json"
 
-    ``event_npy/synthetic/<i:05d>.npy`` (EventGPT's pickled dict of x, y, t, p),
-    ``video/synthetic/<i:05d>/<k:06d>.png`` (the frames) and ``instructions.json`` (one entry
-    per clip, id ``synthetic-<i:05d>``, ``event_data`` relative to ``event_npy/``, the default
-    prompt after EventGPT's ``<event>`` placeholder). Every file is written atomically.
-    Returns ``root``.
+
+def write_synthetic_folder(
+    root: Path,
+    n_samples: int,
+    seed: int = 0,
+    *,
+    camera_hw: tuple[int, int] = CAMERA_HW,
+    mp4: bool = True,
+    video: bool = True,
+) -> Path:
+    """Write ``n_samples`` synthetic clips under ``root`` in the layout of the EventGPT DSEC
+    benchmarks (``my_egpt_dsec_seq_1s``), every file atomically. Returns ``root``.
+
+    - ``event_npy/synthetic/<i:05d>.npy``: EventGPT's pickled dict of x, y, t, p, with
+      timestamps offset as the builders store them and their metadata keys (``time_start``,
+      ``time_end``, ``duration_ms``, ``image_timestamp``, ``image_idx``,
+      ``image_indices_in_clip``, ``num_events``);
+    - ``event_image/synthetic/<i>_{0..4}.png`` and ``event_image_1f/synthetic/<i>_0.png``: the
+      events drawn as the benchmarks' preprocessing draws them (5 equal-count chunks, and all
+      events in one frame; each on its own extent; red p == 1, then blue p == 0 over it);
+    - ``video/synthetic/<i>/<k:06d>.png``: the clip's camera frames, scaled to ``camera_hw``
+      (DSEC's 1440x1080 frame camera by default) when ``video``;
+    - ``mp4/synthetic/<i>.mp4``: the same frames as an H.264 clip at 20 fps when ``mp4``;
+    - ``EventGPT_Instruction_Subset.json``: one entry per clip with every path field and empty
+      human and gpt turns, as the benchmarks' ``generate_json.py`` writes it;
+    - a results JSON as the benchmark scripts leave in the folder (not an instruction list).
     """
     root = Path(root)
     dataset = SyntheticDataset(n_samples, seed=seed)
-    event_dir = root / EVENT_DIR / SYNTHETIC_SEQUENCE
-    event_dir.mkdir(parents=True, exist_ok=True)
-    entries = []
+    entries, results = [], []
     for index in range(n_samples):
         clip = f"{index:05d}"
+        key = f"{SYNTHETIC_SEQUENCE}/{clip}"
         frames, events = dataset.clip(index)
-        save_eventgpt_npy(event_dir / f"{clip}.npy", events)
-        frame_dir = root / VIDEO_DIR / SYNTHETIC_SEQUENCE / clip
-        frame_dir.mkdir(parents=True, exist_ok=True)
-        for k, frame in enumerate(frames):
-            write_atomic(
-                frame_dir / f"{k:06d}.png",
-                lambda tmp, frame=frame: Image.fromarray(frame).save(tmp, format="PNG", compress_level=1),
-            )
-        entries.append(
+        offset_us = 1_000_000 + index * dataset.duration_us // 2  # absolute, 50% overlapping windows
+        stored = events.copy()
+        stored["t"] += offset_us
+        save_eventgpt_npy(
+            root / EVENT_DIR / f"{key}.npy",
+            stored,
+            metadata={
+                "time_start": offset_us,
+                "time_end": offset_us + dataset.duration_us,
+                "duration_ms": dataset.duration_us / 1000.0,
+                "image_timestamp": offset_us + dataset.duration_us,
+                "image_idx": index,
+                "image_indices_in_clip": list(range(len(frames))),
+                "num_events": len(events),
+            },
+        )
+        entry: dict[str, object] = {
+            "id": dataset.sample_id(index),
+            "split": root.name,
+            "event_data": f"{key}.npy",
+        }
+        x, y, p = stored["x"], stored["y"], stored["p"]
+        for folder, n_chunks in ((EVENT_IMAGE_DIR, EVENTGPT_N_CHUNKS), (EVENT_IMAGE_1F_DIR, 1)):
+            names = []
+            for k, chunk in enumerate(split_equal_count(np.arange(len(x)), n_chunks)):
+                image = render_benchmark_event_image(x[chunk], y[chunk], p[chunk])
+                names.append(f"{key}_{k}.png")
+                _write_png(root / folder / names[-1], image)
+            entry[folder] = names
+        camera = [_scaled(frame, camera_hw) for frame in frames]
+        if video:
+            for k, frame in enumerate(camera):
+                _write_png(root / VIDEO_DIR / key / f"{k:06d}.png", frame)
+            entry["video_data"] = key
+        if mp4:
+            _write_mp4(root / MP4_DIR / f"{key}.mp4", camera)
+            entry["mp4_data"] = f"{key}.mp4"
+        entry["conversations"] = [{"from": "human", "value": ""}, {"from": "gpt", "value": ""}]
+        entries.append(entry)
+        results.append(
             {
-                "id": dataset.sample_id(index),
-                "event_data": f"{SYNTHETIC_SEQUENCE}/{clip}.npy",
-                "conversations": [
-                    {"from": "human", "value": f"{EVENT_PLACEHOLDER}\n{DEFAULT_PROMPT}"},
-                    {"from": "gpt", "value": "Coloured shapes move across a textured background."},
-                ],
+                "id": entry["id"],
+                "split": root.name,
+                "query": DEFAULT_PROMPT,
+                "event_data": entry["event_data"],
+                "egpt": "Coloured shapes move across a textured background.",
+                "egpt_time": 1.02,
+                "egpt_token_ids": [450, 9088, 2],
             }
         )
-    write_text_atomic(root / INSTRUCTIONS_FILE, json.dumps(entries, indent=1))
+    write_text_atomic(root / INSTRUCTION_FILE, json.dumps(entries, indent=1))
+    write_text_atomic(root / RESULTS_FILE.format(n=n_samples), json.dumps(results, indent=1))
     return root
+
+
+def _scaled(frame: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    if frame.shape[:2] == tuple(hw):
+        return frame
+    return np.asarray(Image.fromarray(frame).resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG", compress_level=1))
+
+
+def _write_mp4(path: Path, frames: list[np.ndarray]) -> None:
+    """H.264 (yuv420p, crf 28) at 20 fps, as the benchmarks' ffmpeg call encodes ``mp4/``."""
+    import av
+
+    def write(tmp: Path) -> None:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=MP4_FPS)
+            stream.height, stream.width = frames[0].shape[:2]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": "28", "preset": "fast"}
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, write, suffix=".mp4")

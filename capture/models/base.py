@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from analyze.contract import ModelInfo
-from capture.data.sample import Modality, RawSample
-from capture.models.hf import greedy_generate
+from capture.data.sample import FramePick, Modality, RawSample
+from capture.generation import GenerationSettings
+from capture.models.hf import Generated, generate_new_ids
 
 Inputs = dict[str, Any]
 
@@ -53,6 +54,8 @@ class ModelAdapter(ABC):
     """One model family; subclasses build real or tiny weights and know its inputs."""
 
     modality: ClassVar[Modality]
+    default_frames: ClassVar[int]  # frames per sample unless --frames says otherwise
+    frame_pick: ClassVar[FramePick] = "linspace"  # how camera frames are picked from a clip
     model: nn.Module
     spec: ModelSpec
     weights_source: str
@@ -88,18 +91,28 @@ class ModelAdapter(ABC):
     def echoed_prompt_length(self, inputs: Inputs) -> int:
         """How many leading ids of ``model.generate(**inputs)``'s output repeat the prompt."""
 
+    @abstractmethod
+    def prompt_text(self, question: str, n_frames: int = 1) -> str:
+        """The full prompt for ``question`` over ``n_frames`` frames, as tokenized, with its
+        placeholders unexpanded."""
+
+    @abstractmethod
+    def prefill_tokens(self, inputs: Inputs) -> int:
+        """The prompt's length in tokens with the vision tokens expanded (what prefill runs on)."""
+
     def generate(
-        self, inputs: Inputs, *, max_new_tokens: int, min_new_tokens: int, **extra: Any
-    ) -> list[int]:
-        """Greedy-decode with the model's ordinary ``generate()``; return the new token ids.
+        self, inputs: Inputs, settings: GenerationSettings, *, seed: int | None = None, **extra: Any
+    ) -> Generated:
+        """Decode with the model's ordinary ``generate()`` as ``settings`` say (greedy unless
+        they sample; ``seed`` seeds a sampled call); the new token ids and the KV cache's size.
 
         ``extra`` goes to generate() (the capture benchmark passes a token clock)."""
-        return greedy_generate(
+        return generate_new_ids(
             self.model,
             inputs,
+            settings,
             echoed=self.echoed_prompt_length(inputs),
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
+            seed=seed,
             **{**self.generate_options, **extra},
         )
 

@@ -1,10 +1,19 @@
 """EventGPT's model adapter (``--model eventgpt`` and ``tiny-eventgpt``): preprocessing, prompt,
-hook points and greedy generation around :mod:`capture.models.eventgpt_model`.
+tokenizer set-up, hook points and generation around :mod:`capture.models.eventgpt_model`.
 
-Preprocessing follows EventGPT's inference code: the event stream is drawn as 5 frames
-(:func:`capture.data.events.render_event_frames`), each goes through the CLIP image processor
-(shortest edge 336, bicubic, centre crop 336, CLIP mean/std), and the Vicuna-v1 prompt is
-tokenized in pieces around ``<event>`` with the placeholder id inserted between them.
+Everything follows EventGPT's official inference code (XduSyL/EventGPT ``inference.py``,
+``common/common.py``, ``dataset/conversation.py``):
+
+- frames: the event stream drawn as N frames (:func:`capture.data.events.render_event_frames`;
+  5 by default, ``--frames``), or the dataset's pre-rendered event PNGs; each goes through the
+  CLIP image processor (shortest edge 336, bicubic, centre crop 336, CLIP mean/std);
+- prompt: the ``eventgpt_v1`` conversation, ``{system} USER: <ev_start><event><ev_end>\n{question}
+  ASSISTANT:``, tokenized as ``tokenizer_event_token`` does (each piece around ``<event>`` on
+  its own, one BOS, the placeholder id -200 between them);
+- tokenizer: loaded with ``use_fast=False``; ``<ev_patch>`` is added when the checkpoint's
+  config does not turn ``mm_use_im_patch_token`` off, ``<ev_start>``/``<ev_end>`` when
+  ``mm_use_im_start_end`` is on, and the embeddings are resized to the tokenizer.
+
 ``tiny-eventgpt`` is the same code at toy size (28 px frames, 5 tokens per frame, a 64-wide
 2-layer LLaMA) with random weights seeded by ``spec.seed``, built in-process for CPU demos.
 """
@@ -27,6 +36,7 @@ from capture.models.eventgpt_model import (
     EventGPTForCausalLM,
     build_eventgpt,
     load_checkpoint,
+    tokens_per_frame,
 )
 from capture.models.published import published_config, random_weights_label
 from capture.models.tiny import build_tiny_tokenizer, seeded
@@ -42,6 +52,7 @@ __all__ = [
 ]
 
 EVENT_PLACEHOLDER = "<event>"
+EV_START, EV_END, EV_PATCH = "<ev_start>", "<ev_end>", "<ev_patch>"
 VICUNA_V1_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
@@ -68,8 +79,11 @@ TINY_TEXT = {
 
 
 def build_prompt(question: str) -> str:
-    """EventGPT's Vicuna-v1 conversation with the event placeholder before the question."""
-    return f"{VICUNA_V1_SYSTEM} USER: {EVENT_PLACEHOLDER}\n{question} ASSISTANT:"
+    """EventGPT's ``eventgpt_v1`` conversation (``prepare_event_prompt``): the system message,
+    then ``USER: <ev_start><event><ev_end>\n{question} ASSISTANT:``. The start/end markers are
+    always there; whether they are single tokens depends on the tokenizer (see
+    :func:`add_event_tokens`)."""
+    return f"{VICUNA_V1_SYSTEM} USER: {EV_START}{EVENT_PLACEHOLDER}{EV_END}\n{question} ASSISTANT:"
 
 
 def tokenize_event_prompt(
@@ -88,6 +102,23 @@ def tokenize_event_prompt(
             ids.append(event_token_index)
         ids.extend(chunk[offset:])
     return ids
+
+
+def add_event_tokens(tokenizer: PreTrainedTokenizerBase, config: Any) -> list[str]:
+    """What EventGPT's ``inference.py`` does to the tokenizer: add ``<ev_patch>`` unless the
+    config sets ``mm_use_im_patch_token`` false (absent means true), and ``<ev_start>``,
+    ``<ev_end>`` if it sets ``mm_use_im_start_end`` (absent means false), all as special tokens.
+    Returns the tokens added (the caller resizes the embeddings to ``len(tokenizer)``)."""
+    wanted = []
+    if getattr(config, "mm_use_im_patch_token", True):
+        wanted.append(EV_PATCH)
+    if getattr(config, "mm_use_im_start_end", False):
+        wanted += [EV_START, EV_END]
+    vocab = tokenizer.get_vocab()
+    added = [token for token in wanted if token not in vocab]
+    if wanted:
+        tokenizer.add_tokens(wanted, special_tokens=True)
+    return added
 
 
 def clip_image_processor(image_size: int) -> Any:
@@ -135,20 +166,28 @@ def build_random_eventgpt(dtype: torch.dtype, device: torch.device | str = "meta
     return build_eventgpt(LlamaConfig(**raw), vision_config, torch.device(device), dtype, init_weights=False)
 
 
-def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
-    try:
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except Exception as exc:  # transformers raises many types here
-        raise CaptureError(
-            f"cannot load the tokenizer in EventGPT checkpoint {folder} ({first_line(exc)}); "
-            "it needs tokenizer.json, or tokenizer.model (with sentencepiece and protobuf installed)"
-        ) from None
+def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer, loaded as EventGPT's ``inference.py`` does
+    (``use_fast=False``: the SentencePiece ``tokenizer.model`` where there is one; transformers
+    5.x builds the same tokenizer either way). A folder with only ``tokenizer.json`` loads with
+    the default class. Never downloads."""
+    errors = []
+    for kwargs in ({"use_fast": False}, {}):
+        try:
+            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **kwargs)
+        except Exception as exc:  # transformers raises many types here
+            errors.append(first_line(exc))
+    raise CaptureError(
+        f"cannot load the tokenizer in EventGPT checkpoint {folder} ({errors[-1]}); "
+        "it needs tokenizer.model (sentencepiece) or tokenizer.json"
+    )
 
 
 class EventGPTAdapter(ModelAdapter):
     """EventGPT (real checkpoint folder) and tiny-eventgpt (random, in-process)."""
 
     modality: ClassVar[Modality] = "events"
+    default_frames: ClassVar[int] = EVENTGPT_N_CHUNKS
     names: ClassVar[tuple[str, ...]] = ("eventgpt", "tiny-eventgpt")
 
     def __init__(
@@ -195,8 +234,10 @@ class EventGPTAdapter(ModelAdapter):
                 f"no config.json in {folder.resolve()}: not an EventGPT checkpoint folder; "
                 "pass --model-path DIR with an EventGPT checkpoint folder"
             )
-        tokenizer = _load_tokenizer(folder)
+        tokenizer = load_tokenizer(folder)
         model = load_checkpoint(folder, spec.device, spec.dtype)
+        add_event_tokens(tokenizer, model.config)
+        model.resize_vocabulary(len(tokenizer), seed=spec.seed)
         image_size = model.vision_config.image_size
         return cls(spec, model, tokenizer, image_size, str(folder.resolve()))
 
@@ -227,13 +268,20 @@ class EventGPTAdapter(ModelAdapter):
         return self.model
 
     def prepare(self, raw: RawSample) -> Inputs:
-        """Events -> 5 frames -> CLIP pixels (T, 3, S, S); prompt -> ids with the placeholder."""
-        if raw.events is None:
-            raise CaptureError(f"sample {raw.sample_id}: no events; EventGPT needs an event stream")
-        check_events(raw.events, raw.sensor_hw, f"sample {raw.sample_id}")
-        frames = render_event_frames(raw.events, raw.sensor_hw, EVENTGPT_N_CHUNKS)
-        pixels = self.image_processor(images=frames, return_tensors="pt")["pixel_values"]
-        ids = tokenize_event_prompt(self.tokenizer, build_prompt(raw.prompt), self.model.event_token_index)
+        """Events -> N frames (or the pre-rendered event frames) -> CLIP pixels (N, 3, S, S);
+        prompt -> ids with the placeholder."""
+        if raw.events is not None:
+            check_events(raw.events, raw.sensor_hw, f"sample {raw.sample_id}")
+            frames = render_event_frames(raw.events, raw.sensor_hw, raw.n_frames)
+        elif raw.frames:
+            frames = raw.frames
+        else:
+            raise CaptureError(f"sample {raw.sample_id}: no events; EventGPT needs events or event frames")
+        pixels = self.image_processor(
+            images=frames, return_tensors="pt", input_data_format="channels_last"
+        )["pixel_values"]
+        prompt = self.prompt_text(raw.prompt)
+        ids = tokenize_event_prompt(self.tokenizer, prompt, self.model.event_token_index)
         device = self.spec.device
         input_ids = torch.tensor([ids], dtype=torch.long, device=device)
         return {
@@ -251,6 +299,19 @@ class EventGPTAdapter(ModelAdapter):
     def echoed_prompt_length(self, inputs: Inputs) -> int:
         """None: EventGPT's generate() hands the prompt to the HF loop as embeddings."""
         return 0
+
+    def prompt_text(self, question: str, n_frames: int = 1) -> str:
+        """The ``eventgpt_v1`` prompt (one ``<event>`` whatever the number of frames)."""
+        return build_prompt(question)
+
+    def prefill_tokens(self, inputs: Inputs) -> int:
+        """Text ids less the placeholder, plus the event tokens: T temporal + 577 spatial
+        (5 frames: 582; 1 frame: 578)."""
+        n_text = int(inputs["input_ids"].shape[1]) - 1
+        if "event_features" in inputs:
+            return n_text + int(inputs["event_features"].shape[-2])
+        n_frames = int(inputs["event_pixel_values"].shape[-4])
+        return n_text + n_frames + tokens_per_frame(self.model.vision_config)
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()

@@ -33,6 +33,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaFo
 from analyze.errors import first_line
 from analyze.files import write_atomic, write_text_atomic
 from capture.errors import CaptureError
+from capture.models.hf import dtype_kwarg
 
 EVENT_TOKEN_INDEX = -200
 """The placeholder id the official tokenization inserts where ``<event>`` stood."""
@@ -42,6 +43,7 @@ WEIGHTS_FILE = "model.safetensors"
 
 # Buffers, not weights: older transformers saved them, newer ones recompute them.
 _IGNORED_CHECKPOINT_KEYS = re.compile(r"(\.position_ids|rotary_emb\.inv_freq)$")
+TOWER_PREFIX = "model.visual_tower.visual_tower."
 _MAX_NAMES_IN_ERROR = 5
 
 
@@ -130,6 +132,24 @@ class EventGPTForCausalLM(LlamaForCausalLM):
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+
+    def resize_vocabulary(self, n_tokens: int, seed: int = 0) -> None:
+        """Resize the input embeddings and ``lm_head`` to ``n_tokens`` rows, as EventGPT's loader
+        does after adding its tokens (``resize_token_embeddings``). New rows are drawn from
+        normal(0, ``initializer_range``), as transformers 4.37 initialised them, but from a
+        generator seeded with ``seed`` so that a run can be repeated. No-op at the current size."""
+        old = self.get_input_embeddings().weight.shape[0]
+        if n_tokens == old:
+            return
+        self.resize_token_embeddings(n_tokens, mean_resizing=False)
+        if n_tokens < old:
+            return
+        generator = torch.Generator().manual_seed(seed)
+        std = float(getattr(self.config, "initializer_range", 0.02))
+        with torch.no_grad():
+            for weight in (self.get_input_embeddings().weight, self.get_output_embeddings().weight):
+                rows = torch.empty(n_tokens - old, weight.shape[1]).normal_(0.0, std, generator=generator)
+                weight[old:] = rows.to(device=weight.device, dtype=weight.dtype)
 
     @property
     def event_token_index(self) -> int:
@@ -325,12 +345,23 @@ def load_checkpoint(folder: str | Path, device: torch.device, dtype: torch.dtype
             "pass --model-path DIR with an EventGPT checkpoint folder"
         )
     config, vision_config = read_checkpoint_config(folder)
+    if hasattr(config, "use_event_qformer"):
+        raise CaptureError(
+            f"EventGPT checkpoint {folder}: config.json has use_event_qformer: Q-Former checkpoints are "
+            "not supported (EventGPT's own code cannot build them either)"
+        )
     files = _weight_files(folder)
+    stored = [k for f in files for k in _checkpoint_keys(f) if not _IGNORED_CHECKPOINT_KEYS.search(k)]
+    clip_source = None
+    if not any(k.startswith(TOWER_PREFIX) for k in stored):
+        # As EventGPT's loader does: the tower is CLIP from config.mm_visual_tower.
+        clip_source, vision_config = resolve_visual_tower(folder, getattr(config, "mm_visual_tower", None))
     model = build_eventgpt(config, vision_config, device, dtype, init_weights=False)
     targets = dict(model.state_dict(keep_vars=True))
     if model.config.tie_word_embeddings:
         targets.pop("lm_head.weight", None)
-    stored = [k for f in files for k in _checkpoint_keys(f) if not _IGNORED_CHECKPOINT_KEYS.search(k)]
+    if clip_source is not None:
+        targets = {k: v for k, v in targets.items() if not k.startswith(TOWER_PREFIX)}
     missing = sorted(set(targets) - set(stored) - {k for k in targets if _IGNORED_CHECKPOINT_KEYS.search(k)})
     unexpected = sorted(set(stored) - set(targets))
     if missing:
@@ -353,9 +384,61 @@ def load_checkpoint(folder: str | Path, device: torch.device, dtype: torch.dtype
                         f"the config needs {tuple(target.shape)}"
                     )
                 target.copy_(tensor)
+    if clip_source is not None:
+        load_visual_tower(model, clip_source)
     if model.config.tie_word_embeddings:
         model.tie_weights()
     return model
+
+
+def resolve_visual_tower(folder: Path, name: object) -> tuple[str, CLIPVisionConfig]:
+    """Where ``config.mm_visual_tower`` names the CLIP tower, and its vision config.
+
+    Tried in order, local files only (never the network): the name as a path (absolute, or
+    relative to the current folder), relative to the checkpoint folder and to its parent
+    (EventGPT's loader looks in ``./checkpoints/<name>``, beside ``./checkpoints/EventGPT-7b``),
+    then the name as a Hugging Face hub id in the local cache (a bare
+    ``clip-vit-large-patch14-336`` also as ``openai/clip-vit-large-patch14-336``).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise CaptureError(
+            f"EventGPT checkpoint {folder} has no CLIP tower weights "
+            f"({TOWER_PREFIX}*) and its config.json names no mm_visual_tower to load them from"
+        )
+    candidates = [Path(name).expanduser(), folder / name, folder.parent / name]
+    sources = [str(c) for c in dict.fromkeys(candidates) if c.is_dir()]
+    if not Path(name).is_absolute():
+        sources.append(name)
+        if "/" not in name:
+            sources.append(f"openai/{name}")
+    for source in sources:
+        try:
+            return source, CLIPVisionConfig.from_pretrained(source, local_files_only=True)
+        except (OSError, ValueError):
+            continue
+    cached = [f"the HF cache for {s!r}" for s in sources if not Path(s).is_dir()]
+    looked = ", ".join([str(c) for c in dict.fromkeys(candidates)] + cached)
+    raise CaptureError(
+        f"EventGPT checkpoint {folder} has no CLIP tower weights and mm_visual_tower {name!r} was not "
+        f"found (looked in {looked}); download openai/clip-vit-large-patch14-336 and set "
+        "mm_visual_tower in config.json to its folder"
+    )
+
+
+def load_visual_tower(model: EventGPTForCausalLM, source: str) -> None:
+    """Copy the CLIP vision weights of ``source`` (a folder or cached hub id) into the tower."""
+    tower = model.model.visual_tower.visual_tower.vision_model
+    param = next(tower.parameters())
+    try:
+        clip = CLIPVisionModel.from_pretrained(source, local_files_only=True, **dtype_kwarg(param.dtype))
+    except (OSError, ValueError) as exc:
+        raise CaptureError(f"cannot load the CLIP tower from {source} ({first_line(exc)})") from None
+    weights = getattr(clip, "vision_model", clip).state_dict()
+    result = tower.load_state_dict(weights, strict=False)
+    missing = [k for k in result.missing_keys if not _IGNORED_CHECKPOINT_KEYS.search("." + k)]
+    if missing:
+        raise CaptureError(f"the CLIP tower in {source} lacks {len(missing)} weights: {_name_list(missing)}")
+    tower.to(device=param.device)
 
 
 def save_checkpoint(model: EventGPTForCausalLM, folder: str | Path) -> Path:
@@ -365,6 +448,9 @@ def save_checkpoint(model: EventGPTForCausalLM, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config = model.config.to_dict()
     config["vision_config"] = model.vision_config.to_dict()
+    # The tokenizer saved beside it already holds every token the model has: tell the loader
+    # not to add <ev_patch> (EventGPT's default when the key is absent) unless the config says.
+    config.setdefault("mm_use_im_patch_token", False)
     config["event_token_index"] = model.event_token_index
     config["architectures"] = [type(model).__name__]
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

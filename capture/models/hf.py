@@ -1,8 +1,9 @@
-"""What the transformers-based adapters share: weight lookup, version shims, greedy generate."""
+"""What the transformers-based adapters share: weight lookup, version shims, the one generate()."""
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from capture.errors import CaptureError
+from capture.generation import GenerationSettings
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
@@ -55,33 +57,72 @@ def inner_model(model: nn.Module) -> nn.Module:
     return model.model if hasattr(model, "model") else model
 
 
-def greedy_generate(
+@dataclass(frozen=True)
+class Generated:
+    """What one generate() produced: the new token ids and the KV cache's size after it."""
+
+    token_ids: list[int]
+    kv_cache_bytes: int | None
+
+
+def generate_new_ids(
     model: Any,
     inputs: dict[str, Any],
+    settings: GenerationSettings,
     *,
     echoed: int,
-    max_new_tokens: int,
-    min_new_tokens: int,
+    seed: int | None = None,
     **extra: Any,
-) -> list[int]:
-    """The model's ordinary ``generate()``, greedy; returns only the new token ids.
+) -> Generated:
+    """The model's ordinary ``generate()`` with ``settings``; returns only the new token ids.
 
     ``echoed`` is how many leading ids of generate()'s output repeat the prompt (the adapter
-    knows: the HF loop echoes ``input_ids`` but not ``inputs_embeds``). ``extra`` goes to
+    knows: the HF loop echoes ``input_ids`` but not ``inputs_embeds``). ``seed`` (sampled runs)
+    seeds torch's generators right before the call. generate() is asked for its output as a
+    dict only to read the KV cache's size; the tokens are the same. ``extra`` goes to
     generate() as is (the capture benchmark passes a logits processor that timestamps tokens).
     """
-    out = model.generate(
-        **inputs,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=min_new_tokens,
-        do_sample=False,
-        num_beams=1,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-        **extra,
-    )
-    return [int(t) for t in out[0, echoed:].tolist()]
+    if seed is not None:
+        torch.manual_seed(seed)
+    out = model.generate(**inputs, **settings.generate_kwargs(), return_dict_in_generate=True, **extra)
+    sequences = out.sequences if hasattr(out, "sequences") else out
+    cache = getattr(out, "past_key_values", None)
+    ids = [int(t) for t in sequences[0, echoed:].tolist()]
+    return Generated(ids, cache_bytes(cache) if cache is not None else None)
+
+
+def cache_bytes(cache: Any) -> int:
+    """Bytes held by a KV cache: a transformers ``Cache`` (``layers`` with ``keys`` and
+    ``values`` since 4.56, ``key_cache``/``value_cache`` lists before) or the legacy tuples.
+    Each tensor is counted once."""
+    seen: dict[int, int] = {}
+
+    def visit(obj: Any) -> None:
+        if obj is None:
+            return
+        if isinstance(obj, torch.Tensor):
+            if obj.numel() and obj.device.type != "meta":
+                seen[id(obj)] = obj.numel() * obj.element_size()
+            return
+        if isinstance(obj, (list, tuple)):
+            for item in obj:
+                visit(item)
+            return
+        layers = getattr(obj, "layers", None)
+        if isinstance(layers, (list, tuple)):
+            for layer in layers:
+                visit(getattr(layer, "keys", None))
+                visit(getattr(layer, "values", None))
+            return
+        for name in ("key_cache", "value_cache"):
+            visit(getattr(obj, name, None))
+        for name in ("self_attention_cache", "cross_attention_cache"):  # encoder-decoder caches
+            inner = getattr(obj, name, None)
+            if inner is not None and inner is not obj:
+                visit(inner)
+
+    visit(cache)
+    return sum(seen.values())
 
 
 def scatter_features(

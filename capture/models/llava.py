@@ -3,6 +3,13 @@
 Prompts are built here rather than by the transformers processors: each ``<image>``/``<video>``
 placeholder is expanded to one token per vision feature, as the processors do, so the same
 code serves transformers 4.5x and 5.x and needs no torchvision (5.x's video processor does).
+
+Prompts, as the EventGPT DSEC benchmarks and the models' documentation write them:
+LLaVA-1.5 ``USER: <image>\n{question} ASSISTANT:`` with one ``<image>\n`` block per frame (the
+benchmarks' 8-frame mode gives 8 images of 576 tokens); Video-LLaVA ``USER: <video>\n{question}
+ASSISTANT:`` with one ``<video>`` for all frames (8 x 257 tokens). The dataset picks the frames
+(``frame_pick``); event frames (``--image-source event``) come pre-rendered, or drawn here
+from the event stream as EventGPT draws them.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from transformers import (
     VideoLlavaForConditionalGeneration,
 )
 
-from capture.data.sample import Modality, RawSample
+from capture.data.events import check_events, render_event_frames
+from capture.data.sample import FramePick, Modality, RawSample
 from capture.models import hf, meta_build
 from capture.models.base import Inputs, ModelAdapter, ModelSpec, VisionParts
 from capture.models.published import published_config, random_weights_label
@@ -154,13 +162,24 @@ class _LlavaFamily(ModelAdapter):
 
     # -- inputs -----------------------------------------------------------------------------
     def frames_for(self, raw: RawSample) -> list[np.ndarray]:
+        """The sample's frames: as loaded (camera frames or pre-rendered event frames), or the
+        event stream drawn as ``raw.n_frames`` frames."""
+        if raw.events is not None:
+            check_events(raw.events, raw.sensor_hw, f"sample {raw.sample_id}")
+            return render_event_frames(raw.events, raw.sensor_hw, raw.n_frames)
         return raw.frames
 
     def n_placeholder_tokens(self, n_frames: int) -> int:
+        """Tokens one placeholder stands for."""
         raise NotImplementedError
 
-    def prompt(self, question: str, n_tokens: int) -> str:
-        return f"USER: {self.placeholder * n_tokens}\n{question} ASSISTANT:"
+    def prompt_text(self, question: str, n_frames: int = 1) -> str:
+        raise NotImplementedError
+
+    def prefill_tokens(self, inputs: Inputs) -> int:
+        """The expanded prompt's length (placeholders are expanded in ``input_ids`` already)."""
+        key = "input_ids" if "input_ids" in inputs else "inputs_embeds"
+        return int(inputs[key].shape[1])
 
     def pixels(self, frames: list[np.ndarray]) -> torch.Tensor:
         images = [Image.fromarray(f) for f in frames]
@@ -172,7 +191,8 @@ class _LlavaFamily(ModelAdapter):
         if not frames:
             raise ValueError(f"sample {raw.sample_id} has no frames for {self.spec.name}")
         pixels = self.pixels(frames)
-        text = self.prompt(raw.prompt, self.n_placeholder_tokens(len(frames)))
+        text = self.prompt_text(raw.prompt, len(frames))
+        text = text.replace(self.placeholder, self.placeholder * self.n_placeholder_tokens(len(frames)))
         enc = self.tokenizer(text, return_tensors="pt")
         dev, dtype = self.spec.device, self.spec.dtype
         return {
@@ -212,9 +232,11 @@ class _LlavaFamily(ModelAdapter):
 
 
 class LlavaAdapter(_LlavaFamily):
-    """``llava-1.5`` / ``tiny-llava``: one frame through the CLIP tower."""
+    """``llava-1.5`` / ``tiny-llava``: each frame an image through the CLIP tower (1 by default)."""
 
     modality: ClassVar[Modality] = "image"
+    default_frames: ClassVar[int] = 1
+    frame_pick: ClassVar[FramePick] = "linspace"
     hub_id = LLAVA_HUB_ID
     model_cls = LlavaForConditionalGeneration
     placeholder = "<image>"
@@ -224,12 +246,15 @@ class LlavaAdapter(_LlavaFamily):
     token_fields: ClassVar[dict[str, str]] = {"image_token_index": "<image>"}
     added_tokens = ("<image>", "<pad>")
 
-    def frames_for(self, raw: RawSample) -> list[np.ndarray]:
-        return raw.frames[len(raw.frames) // 2 : len(raw.frames) // 2 + 1]
-
     def n_placeholder_tokens(self, n_frames: int) -> int:
+        """Per image: one token per patch (CLS dropped by the "default" strategy)."""
         strategy = getattr(self.model.config, "vision_feature_select_strategy", "default")
         return self.patches if strategy == "default" else self.patches + 1
+
+    def prompt_text(self, question: str, n_frames: int = 1) -> str:
+        """``USER: <image>\n{question} ASSISTANT:``, one ``<image>\n`` per frame."""
+        blocks = (self.placeholder + "\n") * n_frames
+        return f"USER: {blocks}{question} ASSISTANT:"
 
     def vision_parts(self) -> VisionParts:
         inner = hf.inner_model(self.model)
@@ -248,9 +273,11 @@ class LlavaAdapter(_LlavaFamily):
 
 
 class VideoLlavaAdapter(_LlavaFamily):
-    """``video-llava`` / ``tiny-video-llava``: up to 8 frames through the video tower."""
+    """``video-llava`` / ``tiny-video-llava``: 8 frames (by default) through the video tower."""
 
     modality: ClassVar[Modality] = "video"
+    default_frames: ClassVar[int] = VIDEO_FRAMES
+    frame_pick: ClassVar[FramePick] = "arange"
     hub_id = VIDEO_LLAVA_HUB_ID
     model_cls = VideoLlavaForConditionalGeneration
     placeholder = "<video>"
@@ -260,14 +287,12 @@ class VideoLlavaAdapter(_LlavaFamily):
     token_fields: ClassVar[dict[str, str]] = {"image_token_index": "<image>", "video_token_index": "<video>"}
     added_tokens = ("<image>", "<video>", "<pad>")
 
-    def frames_for(self, raw: RawSample) -> list[np.ndarray]:
-        if len(raw.frames) <= VIDEO_FRAMES:
-            return raw.frames
-        idx = np.linspace(0, len(raw.frames) - 1, VIDEO_FRAMES).round().astype(int)
-        return [raw.frames[i] for i in idx]
-
     def n_placeholder_tokens(self, n_frames: int) -> int:
         return n_frames * (self.patches + 1)  # the video path keeps each frame's CLS token
+
+    def prompt_text(self, question: str, n_frames: int = 1) -> str:
+        """``USER: <video>\n{question} ASSISTANT:``: one ``<video>`` for all frames."""
+        return f"USER: {self.placeholder}\n{question} ASSISTANT:"
 
     def shape_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return pixels.unsqueeze(0)  # (1, frames, 3, H, W)

@@ -23,7 +23,8 @@ _TEXT = (
     "yes no one two three four five many some this that it they he she we you i at by from for as "
     "be been was were has have had do does did can could will would should may might must not very "
     "more most less least big small large tiny long short high low near far front back behind above "
-    "below between across through into out over under again then now here where when why how which who"
+    "below between across through into out over under again then now here where when why how which who "
+    "key elements"
 )
 _WORDS = tuple(_TEXT.split())
 
