@@ -132,7 +132,8 @@ def run_jobs(scheduler: str, jobs: Sequence[TraceJob], progress: bool, *, code: 
             return future
 
         upcoming = iter(range(len(jobs)))
-        pending = as_completed([submit(i) for _, i in zip(range(window), upcoming, strict=False)])
+        first = [submit(i) for _, i in zip(range(window), upcoming, strict=False)]
+        pending = as_completed(first, loop=client.loop)
         bar = tqdm(total=len(jobs), unit="trace", file=sys.stderr, disable=not progress, leave=False)
         with bar:
             for future in pending:
