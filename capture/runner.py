@@ -4,7 +4,8 @@ Per sample: ``sample#i`` > ``stage1:load`` (dataset), ``stage2:preprocess`` (ada
 model's ordinary ``generate()`` inside ``stage4:generate``, where forward hooks label vision and
 every step. In decoupled mode the vision encoder runs first, outside ``stage4:generate``. Each
 sample's trace and the manifest are written atomically, so a failure or Ctrl-C loses nothing
-already captured.
+already captured. Under torchrun each rank captures its shard of the samples into the same run
+folder (capture/distributed.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from analyze.contract import (
 )
 from analyze.errors import describe, first_line
 from analyze.files import tmp_files
-from capture import verify
+from capture import distributed, verify
 from capture.config import CaptureConfig
 from capture.data.registry import open_dataset
 from capture.data.sample import Dataset
@@ -89,44 +90,83 @@ class Capture:
         self.dataset = dataset
         self.labeler = StageLabeler(adapter)
         self.device = adapter.spec.device
+        # Under torchrun: this rank, the process group, and run.json's folder (``folder`` is then
+        # this rank's manifest part). One process: rank 0 of 1, and ``head`` is ``folder``.
+        self.sync_devices = adapter.devices() if self.device.type == "cuda" else []
+        self.world = distributed.World()
+        self.group: distributed.Group | None = None
+        self.head = folder
 
     @classmethod
     def prepare(cls, cfg: CaptureConfig, resume: Path | None = None) -> Capture:
         """Validate options, build the model and dataset, and create (or reopen) the run folder."""
+        world = distributed.World.from_env()
         if resume is not None:
             folder = RunFolder.open(resume)
             cfg = CaptureConfig.from_json(folder.manifest.config, str(resume / "run.json"))
-            for stale in tmp_files(resume):  # left by a killed process mid-write
-                stale.unlink()
+            if world.rank == 0:
+                for stale in tmp_files(resume):  # left by a killed process mid-write
+                    stale.unlink()
         adapter_class(cfg.model)  # unknown names fail before anything is loaded
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        device = resolve_device(cfg.device)
+        device = world.device(resolve_device(cfg.device))
+        if cfg.device_map is not None:
+            device = distributed.device_map_device(cfg.device_map, world)
         dtype = resolve_dtype(cfg.dtype, device)
         dataset = open_dataset(
             Path(cfg.dataset) if cfg.dataset else None, seed=cfg.seed, n_samples=cfg.samples
         )
         if len(dataset) == 0:
             raise CaptureError(f"--dataset {cfg.dataset}: no samples found")
-        spec = ModelSpec(cfg.model, cfg.model_path, device, dtype, cfg.seed)
+        spec = ModelSpec(cfg.model, cfg.model_path, device, dtype, cfg.seed, device_map=cfg.device_map)
+        group = distributed.Group(world) if world.distributed else None
         adapter = adapter_class(cfg.model).build(spec)
         model, env = adapter.describe(), environment(device)
-        if resume is None:
-            run_dir, run_id = new_run_dir(cfg)
-            folder = RunFolder.create(run_dir, run_id, cfg.to_json())
-        manifest = folder.manifest
-        manifest.model = model
-        manifest.env = env
-        manifest.dtype = str(dtype).removeprefix("torch.")
-        manifest.dataset = DatasetInfo(name=dataset.name, size=len(dataset))
-        try:
-            folder.save()
-        except BaseException:
-            if resume is None:  # a new folder without its run.json is no run: remove it
-                with contextlib.suppress(OSError):
-                    folder.run_dir.rmdir()
-            raise
-        return cls(cfg, folder, adapter, dataset)
+        if world.rank != 0:  # rank 0 sets the run folder up; this rank learns which it is
+            assert group is not None
+            status, shared = group.share(None)
+            if status != "ok":
+                raise CaptureError(f"rank 0 could not set up the run: {shared}")
+            folder = RunFolder.open(Path(shared))
+        else:
+            try:
+                if resume is None:
+                    run_dir, run_id = new_run_dir(cfg)
+                    folder = RunFolder.create(run_dir, run_id, cfg.to_json())
+                else:
+                    distributed.consolidate(folder)  # parts a stopped torchrun run left behind
+                manifest = folder.manifest
+                manifest.model = model
+                manifest.env = env
+                manifest.dtype = str(dtype).removeprefix("torch.")
+                manifest.dataset = DatasetInfo(name=dataset.name, size=len(dataset))
+                manifest.world_size = world.size
+                try:
+                    folder.save()
+                except BaseException:
+                    if resume is None:  # a new folder without its run.json is no run: remove it
+                        with contextlib.suppress(OSError):
+                            folder.run_dir.rmdir()
+                    raise
+            except CaptureError as exc:
+                if group is not None:
+                    group.share(("error", str(exc)))
+                raise
+            if group is not None:
+                group.share(("ok", str(folder.run_dir)))
+        cap = cls(cfg, folder, adapter, dataset)
+        if group is not None:
+            cap.world, cap.group = world, group
+            cap.folder = distributed.rank_folder(folder, world)
+            cap.folder.manifest.env = env
+            cap.folder.save()
+        return cap
+
+    def close(self) -> None:
+        """Leave the ranks' process group (torchrun runs)."""
+        if self.group is not None:
+            self.group.close()
 
     @property
     def n_samples(self) -> int:
@@ -162,7 +202,8 @@ class Capture:
                 inputs, max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens
             )
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            for device in self.sync_devices:  # every GPU a --device-map model spans
+                torch.cuda.synchronize(device)
         timings["generate"] = (time.perf_counter() - t1) * 1e3
         return ids
 
@@ -200,7 +241,8 @@ class Capture:
     def _where(self) -> dict[str, Any]:
         """Where a sample ran: host, rank and device (for run.json)."""
         env = self.folder.manifest.env
-        return {"host": env.hostname, "rank": 0, "device": env.device}
+        device = str(self.device) if self.world.distributed else env.device
+        return {"host": env.hostname, "rank": self.world.rank, "device": device}
 
     # -- the run ----------------------------------------------------------------------------
     def warmup(self, pending: list[int]) -> dict[int, SampleOutcome]:
@@ -250,8 +292,8 @@ class Capture:
         """
         result = RunResult()
         folder, manifest = self.folder, self.folder.manifest
-        pending = [i for i in range(self.n_samples) if not folder.is_done(i)]
-        result.skipped = [i for i in range(self.n_samples) if i not in set(pending)]
+        result.skipped = [i for i in range(self.n_samples) if self.head.is_done(i)]
+        pending = self.world.shard([i for i in range(self.n_samples) if not self.head.is_done(i)])
         try:
             with torch.no_grad():
                 try:
@@ -288,6 +330,8 @@ class Capture:
             manifest.warnings = [*manifest.warnings, timing_warning(timing, manifest.env)]
         manifest.status = "failed" if result.failed or manifest.verification.failed() else "complete"
         folder.save()
+        if self.group is not None:  # rank 0 merges every rank's part into run.json
+            self.folder = distributed.finish(self.group, self.head, folder)
         return result
 
     def _error_outcome(self, index: int, exc: BaseException) -> SampleOutcome:

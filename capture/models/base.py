@@ -30,6 +30,7 @@ class ModelSpec:
     device: torch.device
     dtype: torch.dtype
     seed: int = 0
+    device_map: str | None = None  # "auto": spread over every local GPU (transformers/accelerate)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,11 @@ class ModelAdapter(ABC):
     @abstractmethod
     def decode(self, token_ids: list[int]) -> str:
         """Token ids to text."""
+
+    def devices(self) -> list[torch.device]:
+        """The devices the model's weights are on: one, or several with ``--device-map auto``."""
+        found = {p.device for p in self.model.parameters()}
+        return sorted(found, key=str) or [self.spec.device]
 
     def describe(self) -> ModelInfo:
         """Facts for run.json: class, parameter count, weights source."""

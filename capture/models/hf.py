@@ -43,6 +43,17 @@ def load_pretrained(cls: Any, name: str, source: str, **kwargs: Any) -> Any:
         ) from None
 
 
+def place(model: nn.Module, spec: Any) -> nn.Module:
+    """``model`` on ``spec.device``, or with ``spec.device_map`` "auto" spread over every local GPU
+    by accelerate (layers are not split; forward hooks still fire wherever a module runs)."""
+    if spec.device_map is None:
+        return model.to(spec.device)
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    no_split = getattr(model, "_no_split_modules", None) or []
+    return dispatch_model(model, infer_auto_device_map(model, no_split_module_classes=no_split))
+
+
 def supports_mm_encoder_outputs(model: nn.Module) -> bool:
     """transformers 5.x lets generate() take precomputed vision features as ``mm_encoder_outputs``."""
     return "mm_encoder_outputs" in inspect.signature(model.forward).parameters

@@ -85,7 +85,9 @@ class _LlavaFamily(ModelAdapter):
         self, spec: ModelSpec, model: nn.Module, tokenizer: Any, image_processor: Any, source: str
     ) -> None:
         self.spec = spec
-        self.model = model.to(spec.device).eval()
+        # Weights loaded with device_map="auto" are already placed (moving them would undo that).
+        placed = spec.device_map is not None and getattr(model, "hf_device_map", None)
+        self.model = (model if placed else hf.place(model, spec)).eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.weights_source = source
@@ -106,7 +108,10 @@ class _LlavaFamily(ModelAdapter):
                 spec, model, tok, _tiny_image_processor(), f"random init (tiny config, seed {spec.seed})"
             )
         source = spec.model_path or cls.hub_id
-        model = hf.load_pretrained(cls.model_cls, spec.name, source, **hf.dtype_kwarg(spec.dtype))
+        kwargs: dict[str, Any] = dict(hf.dtype_kwarg(spec.dtype))
+        if spec.device_map:
+            kwargs["device_map"] = spec.device_map
+        model = hf.load_pretrained(cls.model_cls, spec.name, source, **kwargs)
         tok = hf.load_pretrained(AutoTokenizer, spec.name, source)
         proc = hf.load_pretrained(AutoImageProcessor, spec.name, source)
         return cls(spec, model, tok, proc, source)
