@@ -120,6 +120,7 @@ TABLE_NAMES = tuple(TABLE_SCHEMAS)
 TABLES_LINK = "tables"  # <out>/tables -> snapshots/<NNNNNN>
 SNAPSHOTS_DIR = "snapshots"
 CATALOGUE_NAME = "_snapshot.json"  # in a snapshot folder: AnalysisSnapshot
+BUILDING_NAME = "_building"  # in a snapshot still being written: "<host> <pid>" of its writer
 INDEX_NAME = "_index.parquet"  # in a snapshot folder: one row per analysed trace (INDEX_SCHEMA)
 PARTITION_KEY = "run_id"
 ANALYSIS_SCHEMA = "stagetrace.analysis/1"

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analyze.contract import (
+    BUILDING_NAME,
+    CATALOGUE_NAME,
     MANIFEST_NAME,
     PART_PREFIX,
     PART_SUFFIX,
@@ -98,6 +100,9 @@ def _trace_dirs(root: Path) -> dict[Path, list[Path]]:
     """Folders under ``root`` (itself included) that hold trace files, with their traces."""
     found: dict[Path, list[Path]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
+        if CATALOGUE_NAME in filenames or BUILDING_NAME in filenames:  # an analysis snapshot (any --out)
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if d != OUTPUT_DIR and not d.startswith("."))
         traces = sorted(Path(dirpath) / f for f in filenames if is_trace_file(Path(f)))
         if traces:

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from analyze.contract import (
     ANALYSIS_SCHEMA,
+    BUILDING_NAME,
     CATALOGUE_NAME,
     INDEX_NAME,
     INDEX_SCHEMA,
@@ -51,7 +52,7 @@ from analyze.errors import AnalyzeError, first_line
 from analyze.files import TMP_MARK, write_atomic, write_bytes_atomic
 from analyze.tables import Tables, conform, empty_table
 
-BUILDING = "_building"  # marker in a snapshot still being written: "<host> <pid>"
+BUILDING = BUILDING_NAME  # marker in a snapshot still being written: "<host> <pid>"
 # Characters Hive (and so Spark) escapes as %XX in partition folder names; all readers decode them.
 _HIVE_ESCAPED = frozenset("\"#%'*/:=?\\{[]^\x7f") | frozenset(chr(c) for c in range(0x20))
 MAX_PARTITION_BYTES = 200  # file names are at most 255 bytes on common filesystems

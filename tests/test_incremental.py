@@ -120,3 +120,11 @@ def test_fingerprint_hashes_head_and_tail(tmp_path: Path) -> None:
     middle[-1] = 1
     big.write_bytes(bytes(middle))
     assert fingerprint(big)[2] != digest
+
+
+def test_an_output_folder_inside_the_inputs_is_never_read_as_traces(traces: Path) -> None:
+    out = traces / "results"  # not named analysis/: its _snapshot.json must not pass for a trace
+    first = analyze_into([traces], out)
+    again = analyze_into([traces], out)
+    assert (first.analysed, again.reused, again.skipped) == (3, 3, 0)
+    assert again.warnings == []
