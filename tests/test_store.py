@@ -74,6 +74,14 @@ def test_duckdb_reads_the_tables_directly(traces: Path, tmp_path: Path) -> None:
     assert got["run_id"].tolist() == want["run_id"].tolist() == ["b"] * 3 + ["run-a"] * 3
     assert got["self_ms"].tolist() == pytest.approx(want["self_ms"].tolist())
     assert got["n"].tolist() == want["n"].tolist()
+    # The README's query.
+    readme = f"""SELECT run_id, median(ttft_ms) AS ttft_ms, median(tpot_ms) AS tpot_ms, count(*) AS samples
+           FROM read_parquet('{out}/tables/samples/*/*.parquet', hive_partitioning = true)
+           GROUP BY run_id ORDER BY run_id"""
+    assert duckdb.sql(readme).fetchall() == [
+        ("b", pytest.approx(0.31), pytest.approx(0.145), 1),
+        ("run-a", pytest.approx(0.32), pytest.approx(0.12), 2),
+    ]
     # Partition pruning works on the folder names.
     [(n,)] = duckdb.sql(
         f"SELECT count(*) FROM '{out}/tables/samples/*/*.parquet' WHERE run_id = 'b'"
