@@ -114,6 +114,8 @@ def main(
         for warning in done.warnings:
             click.echo(f"warning: {warning}", err=True)
         report_wanted = html or open_report
+        if quiet and not report_wanted:
+            return
         needed = None if report_wanted else ("runs", "samples", "stages", "tokens")  # no ops for the summary
         tables = read_snapshot(done.snapshot, needed)
         if not quiet:
