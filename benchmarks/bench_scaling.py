@@ -27,27 +27,18 @@ from benchmarks.bench_analyze import Measured, machine_info, python_env, run_chi
 from benchmarks.gen_traces import MB, TraceShape, TraceTruth, generate_set  # noqa: E402
 
 
-def analyze_into(name: str, paths: list[Path], out_dir: Path, jobs: int) -> Measured:
-    """``analyze PATH... --out OUT --jobs N`` in a fresh process (OUT is kept between calls)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "analyze",
-        *map(str, paths),
-        "--out",
-        str(out_dir),
-        "--jobs",
-        str(jobs),
-        "-q",
-    ]
-    return run_child(name, cmd, env=python_env())
+def analyze_into(name: str, paths: list[Path], out_dir: Path, jobs: int, quiet: bool = True) -> Measured:
+    """``analyze PATH... --out OUT --jobs N [-q]`` in a fresh process (OUT is kept between calls)."""
+    cmd = [sys.executable, "-m", "analyze", *map(str, paths), "--out", str(out_dir), "--jobs", str(jobs)]
+    return run_child(name, cmd + (["-q"] if quiet else []), env=python_env())
 
 
 def measure_scaling(
     truths: list[TraceTruth], work: Path, counts: list[int], jobs: list[int]
 ) -> dict[str, Any]:
     """Per (count, jobs): a first analyze process on the first ``count`` traces of ``truths``, then
-    a second one into the same output folder, which reuses every trace."""
+    a second one into the same output folder, which reuses every trace (both ``-q``: the tables
+    only), then a third that also reads the tables back for the terminal summary."""
     rows = []
     for n in counts:
         subset = truths[:n]
@@ -56,8 +47,8 @@ def measure_scaling(
         for j in jobs:
             out = work / f"analysis-{n}-j{j}"
             shutil.rmtree(out, ignore_errors=True)
-            for run in ("first", "reuse"):
-                m = analyze_into(f"{n} traces, --jobs {j}, {run}", paths, out, jobs=j)
+            for run in ("first", "reuse", "summary"):
+                m = analyze_into(f"{n} traces, --jobs {j}, {run}", paths, out, jobs=j, quiet=run != "summary")
                 if m.returncode != 0:
                     raise RuntimeError(
                         f"analyze on {n} traces, --jobs {j} ({run}) exited {m.returncode}: {m.stderr_tail}"
@@ -101,12 +92,12 @@ def measure_scaling(
 def format_result(res: dict[str, Any]) -> str:
     lines = [
         f"analyze scaling ({res['trace_mb_each']:.1f} MB traces, CLI process wall and peak RSS)",
-        f"{'traces':>7} {'jobs':>5} {'run':>6} {'MB':>7} {'seconds':>9} {'MB/s':>7} {'ms/trace':>9} "
+        f"{'traces':>7} {'jobs':>5} {"run":>7} {'MB':>7} {'seconds':>9} {'MB/s':>7} {'ms/trace':>9} "
         f"{'peak RSS MB':>12}",
     ]
     for r in res["rows"]:
         lines.append(
-            f"{r['traces']:>7} {r['jobs']:>5} {r['run']:>6} {r['mb']:>7.0f} {r['seconds']:>9.2f} "
+            f"{r['traces']:>7} {r['jobs']:>5} {r["run"]:>7} {r['mb']:>7.0f} {r['seconds']:>9.2f} "
             f"{r['mb_per_s']:>7.1f} {r['ms_per_trace']:>9.0f} {r['peak_rss_mb']:>12.0f}"
         )
     lines.append("  " + ", ".join(f"{k} {v:.2f}" for k, v in res["derived"].items()))
