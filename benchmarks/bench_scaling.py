@@ -92,12 +92,12 @@ def measure_scaling(
 def format_result(res: dict[str, Any]) -> str:
     lines = [
         f"analyze scaling ({res['trace_mb_each']:.1f} MB traces, CLI process wall and peak RSS)",
-        f"{'traces':>7} {'jobs':>5} {"run":>7} {'MB':>7} {'seconds':>9} {'MB/s':>7} {'ms/trace':>9} "
+        f"{'traces':>7} {'jobs':>5} {'run':>7} {'MB':>7} {'seconds':>9} {'MB/s':>7} {'ms/trace':>9} "
         f"{'peak RSS MB':>12}",
     ]
     for r in res["rows"]:
         lines.append(
-            f"{r['traces']:>7} {r['jobs']:>5} {r["run"]:>7} {r['mb']:>7.0f} {r['seconds']:>9.2f} "
+            f"{r['traces']:>7} {r['jobs']:>5} {r['run']:>7} {r['mb']:>7.0f} {r['seconds']:>9.2f} "
             f"{r['mb_per_s']:>7.1f} {r['ms_per_trace']:>9.0f} {r['peak_rss_mb']:>12.0f}"
         )
     lines.append("  " + ", ".join(f"{k} {v:.2f}" for k, v in res["derived"].items()))
