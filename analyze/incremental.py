@@ -36,7 +36,6 @@ from analyze.stagemap import StageMap
 from analyze.tables import (
     NothingReadable,
     TraceFacts,
-    conform,
     return_freed_memory,
     run_row,
     trace_tasks,
@@ -202,7 +201,7 @@ def trace_job(job: TraceJob) -> JobResult:
     counts = {}
     try:
         for table in store.PER_TRACE_TABLES:
-            frame = conform(getattr(result, table), table)
+            frame = getattr(result, table)
             folder = job.snapshot / table / job.partition
             folder.mkdir(parents=True, exist_ok=True)
             store.write_frame(folder / job.part, frame, table)

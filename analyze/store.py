@@ -94,13 +94,24 @@ def arrow_schema(table: str, *, key: bool = False) -> pa.Schema:
     )
 
 
+def to_arrow(frame: pd.DataFrame, table: str) -> pa.Table:
+    """``frame``'s columns of ``table`` (run_id left out: the folder names it) with the table's Arrow
+    types. Arrow converts directly where the dtypes already fit (a pandas astype per trace costs
+    more than analysing a small trace); anything else is conformed with pandas first."""
+    schema = arrow_schema(table)
+    try:
+        return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError):
+        if table == "index":
+            typed = frame[list(INDEX_SCHEMA)].astype(INDEX_SCHEMA)
+        else:
+            typed = conform(frame, table).drop(columns=PARTITION_KEY)
+        return pa.Table.from_pandas(typed, schema=schema, preserve_index=False)
+
+
 def write_frame(path: Path, frame: pd.DataFrame, table: str) -> None:
-    """``frame`` (conformed to ``table``) as one Parquet file at ``path``, atomically."""
-    if table == "index":
-        typed = frame[list(INDEX_SCHEMA)].astype(INDEX_SCHEMA)
-    else:
-        typed = conform(frame, table).drop(columns=PARTITION_KEY)
-    data = pa.Table.from_pandas(typed, schema=arrow_schema(table), preserve_index=False)
+    """``frame`` with ``table``'s columns and types as one Parquet file at ``path``, atomically."""
+    data = to_arrow(frame, table)
     write_atomic(path, lambda tmp: pq.write_table(data, tmp))
 
 
