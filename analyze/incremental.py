@@ -268,7 +268,7 @@ def analyze_into(
     runs, warnings = discover(paths)
     partitions = {run.run_id: store.partition_name(run.run_id) for run in runs}
     tasks = trace_tasks(runs, stage_map)
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()  # workers elsewhere (Dask) have another working directory
     previous_dir = None if fresh else store.current_snapshot(out_dir)
     previous = _previous_rows(previous_dir)
     runner: Runner

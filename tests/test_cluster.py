@@ -103,11 +103,12 @@ def traces(tmp_path: Path) -> Path:
 
 
 def test_the_cluster_gives_the_local_tables_and_reuses_them(
-    scheduler: str, traces: Path, tmp_path: Path
+    scheduler: str, traces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     local = _run(traces, "--out", tmp_path / "local")
     assert local.exit_code == 0, local.output
-    remote = _run(traces, "--out", tmp_path / "dask", "--scheduler", scheduler)
+    monkeypatch.chdir(tmp_path)  # a relative --out: the worker runs in another folder
+    remote = _run(traces, "--out", "dask", "--scheduler", scheduler)
     assert remote.exit_code == 0, remote.output
     assert "traces: 4 analysed, 0 reused" in remote.stdout
     a, b = read_tables(tmp_path / "local"), read_tables(tmp_path / "dask")
