@@ -180,6 +180,20 @@ def consolidate(folder: RunFolder) -> None:
         path.unlink(missing_ok=True)
 
 
+def publish(folder: RunFolder, world: World, group: Group | None) -> None:
+    """Rank 0 (or a lone process): write run.json, then tell the other ranks where it is. Should
+    rank 0 fail first, it exits and torchrun ends the ranks still waiting in :func:`join`."""
+    if world.rank == 0:
+        folder.save()
+        if group is not None:
+            group.share(str(folder.run_dir))
+
+
+def join(group: Group) -> RunFolder:
+    """A rank other than 0: the run folder rank 0 set up (waits for :func:`publish`)."""
+    return RunFolder.open(Path(group.share(None)))
+
+
 def rank_folder(head: RunFolder, world: World) -> RunFolder:
     """This rank's part of the run: run.json's header, this rank's rank, no samples yet."""
     part = msgspec.structs.replace(

@@ -123,43 +123,30 @@ class Capture:
         group = distributed.Group(world) if world.distributed else None
         adapter = adapter_class(cfg.model).build(spec)
         model, env = adapter.describe(), environment(device)
-        if world.rank != 0:  # rank 0 sets the run folder up; this rank learns which it is
-            assert group is not None
-            status, shared = group.share(None)
-            if status != "ok":
-                raise CaptureError(f"rank 0 could not set up the run: {shared}")
-            folder = RunFolder.open(Path(shared))
+        if group is not None and world.rank != 0:  # rank 0 sets the run folder up; this rank joins it
+            folder = distributed.join(group)
+        elif resume is None:
+            run_dir, run_id = new_run_dir(cfg)
+            folder = RunFolder.create(run_dir, run_id, cfg.to_json())
         else:
-            try:
-                if resume is None:
-                    run_dir, run_id = new_run_dir(cfg)
-                    folder = RunFolder.create(run_dir, run_id, cfg.to_json())
-                else:
-                    distributed.consolidate(folder)  # parts a stopped torchrun run left behind
-                manifest = folder.manifest
-                manifest.model = model
-                manifest.env = env
-                manifest.dtype = str(dtype).removeprefix("torch.")
-                manifest.dataset = DatasetInfo(name=dataset.name, size=len(dataset))
-                manifest.world_size = world.size
-                try:
-                    folder.save()
-                except BaseException:
-                    if resume is None:  # a new folder without its run.json is no run: remove it
-                        with contextlib.suppress(OSError):
-                            folder.run_dir.rmdir()
-                    raise
-            except CaptureError as exc:
-                if group is not None:
-                    group.share(("error", str(exc)))
-                raise
-            if group is not None:
-                group.share(("ok", str(folder.run_dir)))
+            distributed.consolidate(folder)  # manifest parts a stopped torchrun run left behind
+        manifest = folder.manifest
+        manifest.model = model
+        manifest.env = env
+        manifest.dtype = str(dtype).removeprefix("torch.")
+        manifest.dataset = DatasetInfo(name=dataset.name, size=len(dataset))
+        manifest.world_size = world.size
+        try:
+            distributed.publish(folder, world, group)  # rank 0: run.json, then its path to the others
+        except BaseException:
+            if resume is None and world.rank == 0:  # a new folder without its run.json is no run
+                with contextlib.suppress(OSError):
+                    folder.run_dir.rmdir()
+            raise
         cap = cls(cfg, folder, adapter, dataset)
         if group is not None:
             cap.world, cap.group = world, group
-            cap.folder = distributed.rank_folder(folder, world)
-            cap.folder.manifest.env = env
+            cap.folder = distributed.rank_folder(folder, world)  # with this rank's env
             cap.folder.save()
         return cap
 
