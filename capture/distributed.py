@@ -309,6 +309,6 @@ def device_map_device(device_map: str, world: World) -> torch.device:
         import accelerate  # noqa: F401
     except ImportError:
         raise CaptureError(
-            f"--device-map {device_map}: needs the accelerate package (pip install accelerate)"
+            f"--device-map {device_map}: needs the accelerate package (pip install 'stagetrace[multi-gpu]')"
         ) from None
     return torch.device("cuda", 0)
