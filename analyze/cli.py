@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import webbrowser
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,8 +13,10 @@ from analyze.cliutil import CONTEXT_SETTINGS, InputError, version_option
 from analyze.discover import OUTPUT_DIR
 from analyze.errors import AnalyzeError
 from analyze.stagemap import combine
-from analyze.tables import analyze_paths, write_tables
 from analyze.terminal import format_summary
+
+if TYPE_CHECKING:
+    from analyze.incremental import AnalysisResult
 
 EXAMPLES = """
 \b
@@ -23,12 +26,23 @@ Examples:
   analyze traces/run-a traces/run-b --out cmp/      # compare two runs
   analyze traces/ --html --no-hta                   # report.html without HTA's GPU breakdowns
   analyze traces/ --jobs 4                          # analyse traces in 4 processes
+  analyze traces/ --scheduler tcp://10.0.0.5:8786   # per-trace work on a Dask cluster
+  analyze traces/ --fresh                           # recompute every trace (no reuse)
   analyze trace.json.gz --stage 'forward=## forward ##' --stage 'backward=## backward ##'
   analyze profiles/ --stage-map stages.toml         # [stages] NAME = "REGEX" entries
 \b
-Tables go to <first PATH>/analysis/ (or --out): runs, samples, stages, tokens, ops .parquet.
+Tables go to <first PATH>/analysis/tables/ (or --out): runs, samples, stages, tokens, ops,
+each a Parquet dataset partitioned by run_id. Running again into the same folder reuses the rows
+of every unchanged trace.
 """
 
+
+
+def traces_line(done: AnalysisResult) -> str:
+    """``traces: A analysed, R reused`` (then skipped and dropped traces, when there were any)."""
+    line = f"traces: {done.analysed} analysed, {done.reused} reused"
+    extra = [f"{n} {what}" for n, what in ((done.skipped, "skipped"), (done.dropped, "dropped")) if n]
+    return line + (f" ({', '.join(extra)})" if extra else "")
 
 
 def default_out_dir(first: Path) -> Path:
@@ -53,6 +67,11 @@ def default_out_dir(first: Path) -> Path:
                    "(HTA re-reads the traces; slow on long runs).")  # fmt: skip
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Analyse traces in this many processes.")  # fmt: skip
+@click.option("--scheduler", metavar="tcp://HOST:PORT", default=None,
+              help="Send the per-trace work to this Dask scheduler instead (its workers must see the "
+                   "traces and the output folder at the same paths: a shared filesystem).")  # fmt: skip
+@click.option("--fresh", is_flag=True,
+              help="Analyse every trace again instead of reusing the rows of unchanged ones.")  # fmt: skip
 @click.option("--stage", "stages", multiple=True, metavar="NAME=REGEX",
               help="Stage map entry for foreign traces: user_annotation names matching REGEX "
                    "become stage NAME (repeatable; replaces the built-in labels).")  # fmt: skip
@@ -66,6 +85,8 @@ def main(
     open_report: bool,
     no_hta: bool,
     jobs: int,
+    scheduler: str | None,
+    fresh: bool,
     stages: tuple[str, ...],
     stage_map: Path | None,
     quiet: bool,
@@ -76,18 +97,32 @@ def main(
     .json/.json.gz trace (any torch.profiler trace; use --stage for its ranges).
     """
     try:
+        from analyze.incremental import analyze_into
+        from analyze.store import read_snapshot
+
         mapping = combine(stages, stage_map)
-        tables, warnings = analyze_paths(
-            list(paths), stage_map=mapping, jobs=jobs, progress=not quiet and sys.stderr.isatty()
-        )
-        for warning in warnings:
-            click.echo(f"warning: {warning}", err=True)
         out_dir = out if out is not None else default_out_dir(paths[0])
-        write_tables(tables, out_dir)
+        done = analyze_into(
+            list(paths),
+            out_dir,
+            stage_map=mapping,
+            jobs=jobs,
+            scheduler=scheduler,
+            fresh=fresh,
+            progress=not quiet and sys.stderr.isatty(),
+        )
+        for warning in done.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        report_wanted = html or open_report
+        if quiet and not report_wanted:
+            return
+        needed = None if report_wanted else ("runs", "samples", "stages", "tokens")  # no ops for the summary
+        tables = read_snapshot(done.snapshot, needed)
         if not quiet:
             click.echo(format_summary(tables))
-            click.echo(f"\ntables: {out_dir}/{{runs,samples,stages,tokens,ops}}.parquet")
-        if html or open_report:
+            click.echo(f"\n{traces_line(done)}")
+            click.echo(f"tables: {out_dir}/tables/{{runs,samples,stages,tokens,ops}}/ (Parquet, by run_id)")
+        if report_wanted:
             from analyze import hta_breakdown
             from analyze.report import write_report
 

@@ -140,17 +140,93 @@ TABLE_SCHEMAS: dict[str, dict[str, str]] = {
 TABLE_NAMES = tuple(TABLE_SCHEMAS)
 
 
+# ------------------------------------------------------------------------------ analysis/ on disk
+# The tables are Parquet datasets partitioned by run_id (hive-style ``run_id=<id>/`` folders), kept
+# as immutable snapshots: ``<out>/snapshots/<NNNNNN>/`` holds one complete set (the five tables,
+# the reuse index and the catalogue) and ``<out>/tables`` is a symbolic link to the current one,
+# replaced by one atomic rename. See analyze/store.py and DESIGN.md, Files.
+
+TABLES_LINK = "tables"  # <out>/tables -> snapshots/<NNNNNN>
+SNAPSHOTS_DIR = "snapshots"
+CATALOGUE_NAME = "_snapshot.json"  # in a snapshot folder: AnalysisSnapshot
+BUILDING_NAME = "_building"  # in a snapshot still being written: "<host> <pid>" of its writer
+INDEX_NAME = "_index.parquet"  # in a snapshot folder: one row per analysed trace (INDEX_SCHEMA)
+PARTITION_KEY = "run_id"
+ANALYSIS_SCHEMA = "stagetrace.analysis/1"
+
+# The reuse index: which trace file each trace's rows came from, so that a later ``analyze`` into the
+# same folder reuses the rows of every unchanged trace. A trace is unchanged when path, size_bytes,
+# mtime_ns and head_tail_hash (BLAKE2b-128 of its first and last 64 KiB) are the same and so is
+# task_key (what else decides its rows: run, sample, model, order, stage map, the analysis code).
+INDEX_SCHEMA: dict[str, str] = {
+    "path": STR,  # the trace file, absolute
+    "size_bytes": INT,
+    "mtime_ns": INT,
+    "head_tail_hash": STR,
+    "task_key": STR,
+    "run_id": STR,
+    "sample_id": STR,
+    "order": INT,  # position of the trace in its run
+    "partition": STR,  # the run's folder name in each table: run_id=<escaped id>
+    "part": STR,  # file name of this trace's rows in each of samples/, stages/, tokens/, ops/
+    "gpu_name": STR,
+    "has_gpu": BOOL,
+    "rows_samples": INT,
+    "rows_stages": INT,
+    "rows_tokens": INT,
+    "rows_ops": INT,
+    "analysed": STR,  # UTC time the rows were computed (kept when reused)
+}
+
+
+class SnapshotRun(msgspec.Struct, kw_only=True):
+    run_id: str
+    partition: str  # folder name under each table: run_id=<escaped run_id>
+    traces: int = 0  # traces whose rows are in this snapshot
+
+
+class AnalysisSnapshot(msgspec.Struct, kw_only=True):
+    """``_snapshot.json``, written last into a snapshot folder: the runs in order and the counts."""
+
+    schema: str = ANALYSIS_SCHEMA
+    created: str = ""
+    stagetrace: str = ""  # the version that wrote it
+    runs: list[SnapshotRun] = []
+    rows: dict[str, int] = {}  # table -> number of rows
+    analysed: int = 0  # traces analysed for this snapshot
+    reused: int = 0  # traces whose rows were taken over from the previous snapshot
+    skipped: int = 0  # traces that could not be read
+    dropped: int = 0  # traces of the previous snapshot no longer among the inputs
+
+
 # ---------------------------------------------------------------------------------------- run.json
 # One file per capture run folder, rewritten atomically after every sample. Version 2 adds, per
 # sample, where it ran (host, rank, device); version 1 files are migrated on read (migrate()).
 
 MANIFEST_NAME = "run.json"
+# A rank of a distributed capture (torchrun) writes its own part, same schema; rank 0 merges the
+# parts into run.json at the end (capture/distributed.py).
+PART_PREFIX, PART_SUFFIX = "run.rank-", ".json"
 SCHEMA_NAME = "stagetrace.run"
 SCHEMA_VERSION = 2
 SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_VERSION}"
 
 RunStatus = Literal["running", "interrupted", "complete", "failed"]
 SampleStatus = Literal["ok", "error"]
+
+
+def part_file_name(rank: int) -> str:
+    """File name of rank ``rank``'s manifest part in a run folder: ``run.rank-<rank>.json``."""
+    return f"{PART_PREFIX}{rank}{PART_SUFFIX}"
+
+
+def part_rank(name: str) -> int | None:
+    """The rank a manifest part's file name carries, or None for any other name."""
+    if name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX):
+        middle = name[len(PART_PREFIX) : -len(PART_SUFFIX)]
+        if middle.isdigit():
+            return int(middle)
+    return None
 
 
 def trace_file_name(index: int) -> str:
@@ -300,6 +376,20 @@ class GenerationInfo(msgspec.Struct, kw_only=True):
     seeding: str | None = None  # how sampled runs are seeded per sample
 
 
+class RankInfo(msgspec.Struct, kw_only=True):
+    """One rank of a distributed (torchrun) capture, as merged into run.json by rank 0."""
+
+    rank: int
+    local_rank: int = 0
+    host: str = ""
+    device: str = ""
+    gpu_name: str | None = None
+    status: str = ""  # the rank's own run status
+    samples: int = 0  # outcomes it recorded
+    completed: int = 0
+    verification: Verification = msgspec.field(default_factory=Verification)
+
+
 class RunManifest(msgspec.Struct, kw_only=True):
     """run.json. ``config`` is capture's CaptureConfig as a dict (capture validates it)."""
 
@@ -318,6 +408,9 @@ class RunManifest(msgspec.Struct, kw_only=True):
     completed: int = 0
     verification: Verification = msgspec.field(default_factory=Verification)
     warnings: list[str] = []  # what the reader of this run must know (e.g. unreliable timings)
+    world_size: int = 1  # processes that captured this run (torchrun's WORLD_SIZE; 1 without it)
+    rank: int | None = None  # in a manifest part (run.rank-R.json): the rank that wrote it
+    ranks: list[RankInfo] = []  # a distributed run's ranks, merged by rank 0 (empty otherwise)
 
     def sample(self, index: int) -> SampleOutcome | None:
         """The outcome recorded for sample ``index``, if any."""
@@ -379,6 +472,19 @@ def decode_manifest(data: bytes) -> RunManifest:
         return msgspec.convert(migrate(doc), RunManifest)
     except msgspec.ValidationError as exc:
         raise ManifestError(str(exc).replace("`$.", "`").replace("- at `$`", "")) from None
+
+
+def merge_samples(*manifests: RunManifest) -> list[SampleOutcome]:
+    """The outcomes of several manifests of one run (run.json, then its parts), one per sample index
+    in index order; a later manifest's outcome replaces an earlier one's, except that an ok outcome is
+    never replaced by an error (a resumed rank may retry a sample another rank already captured)."""
+    by_index: dict[int, SampleOutcome] = {}
+    for manifest in manifests:
+        for outcome in manifest.samples:
+            held = by_index.get(outcome.index)
+            if held is None or outcome.status == "ok" or held.status != "ok":
+                by_index[outcome.index] = outcome
+    return [by_index[i] for i in sorted(by_index)]
 
 
 def encode_manifest(manifest: RunManifest) -> bytes:

@@ -4,6 +4,10 @@ A path is a trace file (``.json`` or ``.json.gz``), a run folder (trace files di
 with or without a run.json), or a folder of run folders (searched recursively; ``analysis/``
 output folders and hidden files are skipped). A trace file given on its own belongs to the run
 of its folder. run_id is run.json's ``run_id``, else the folder's name.
+
+A distributed capture (torchrun) leaves one manifest part per rank, ``run.rank-<R>.json``, until
+rank 0 merges them into run.json at the end. Parts are never traces; when a run stopped before
+the merge, its samples are read from run.json and the parts together (contract.merge_samples).
 """
 
 from __future__ import annotations
@@ -13,7 +17,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from analyze.contract import MANIFEST_NAME, ManifestError, RunManifest, decode_manifest
+from analyze.contract import (
+    BUILDING_NAME,
+    CATALOGUE_NAME,
+    MANIFEST_NAME,
+    PART_PREFIX,
+    PART_SUFFIX,
+    ManifestError,
+    RunManifest,
+    decode_manifest,
+    merge_samples,
+    part_rank,
+)
 from analyze.errors import AnalyzeError, first_line
 
 MANIFEST = MANIFEST_NAME
@@ -32,9 +47,15 @@ class RunInput:
 
 
 def is_trace_file(path: Path) -> bool:
-    """A ``.json``/``.json.gz`` file that is not a manifest, temporary or hidden file."""
+    """A ``.json``/``.json.gz`` file that is not a manifest (or a rank's part of one), temporary
+    or hidden file."""
     name = path.name
-    return name.endswith(TRACE_SUFFIXES) and name != MANIFEST and not name.startswith(".")
+    return (
+        name.endswith(TRACE_SUFFIXES)
+        and name != MANIFEST
+        and part_rank(name) is None
+        and not name.startswith(".")
+    )
 
 
 def sample_id(path: Path) -> str:
@@ -51,20 +72,37 @@ def sample_id(path: Path) -> str:
 
 
 def load_manifest(run_dir: Path) -> tuple[RunManifest | None, str | None]:
-    """(run.json, None), or (None, a warning) when it is unreadable or invalid, or (None, None)."""
+    """(run.json, None), or (None, a warning) when it is unreadable or invalid, or (None, None).
+
+    Manifest parts of ranks that were never merged add their samples to run.json's."""
     path = run_dir / MANIFEST
     try:
-        return decode_manifest(path.read_bytes()), None
+        manifest = decode_manifest(path.read_bytes())
     except FileNotFoundError:
         return None, None
     except (OSError, ManifestError) as exc:
         return None, f"{path}: unreadable run.json ({first_line(exc)}); analysing the traces without it"
+    parts, problems = [], []
+    for part in sorted(run_dir.glob(f"{PART_PREFIX}*{PART_SUFFIX}")):
+        if part_rank(part.name) is None:
+            continue
+        try:
+            parts.append(decode_manifest(part.read_bytes()))
+        except (OSError, ManifestError) as exc:
+            problems.append(f"{part}: unreadable manifest part ({first_line(exc)}); its samples are left out")
+    if parts:
+        manifest.samples = merge_samples(manifest, *parts)
+        manifest.completed = sum(s.status == "ok" for s in manifest.samples)
+    return manifest, "; ".join(problems) or None
 
 
 def _trace_dirs(root: Path) -> dict[Path, list[Path]]:
     """Folders under ``root`` (itself included) that hold trace files, with their traces."""
     found: dict[Path, list[Path]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
+        if CATALOGUE_NAME in filenames or BUILDING_NAME in filenames:  # an analysis snapshot (any --out)
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if d != OUTPUT_DIR and not d.startswith("."))
         traces = sorted(Path(dirpath) / f for f in filenames if is_trace_file(Path(f)))
         if traces:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import pandas as pd
 from tqdm import tqdm
@@ -23,9 +23,8 @@ from tqdm import tqdm
 from analyze.contract import TABLE_SCHEMAS, RunManifest
 from analyze.discover import RunInput, discover, sample_id
 from analyze.errors import AnalyzeError
-from analyze.files import write_atomic
 from analyze.stagemap import StageMap
-from analyze.trace_tables import TraceTables, TraceTask, analyze_trace
+from analyze.trace_tables import SampleFacts, TraceTables, TraceTask, analyze_trace
 
 
 class NothingReadable(AnalyzeError):
@@ -68,12 +67,14 @@ def run_model(manifest: RunManifest | None) -> str:
     return manifest.model.name or str(manifest.config.get("model") or "")
 
 
-def _tasks(runs: Sequence[RunInput], stage_map: StageMap | None) -> list[TraceTask]:
+def trace_tasks(runs: Sequence[RunInput], stage_map: StageMap | None) -> list[TraceTask]:
+    """One task per trace of ``runs``, in run order and then trace order."""
     tasks = []
     for run in runs:
         model = run_model(run.manifest)
-        indices = {s.trace: s.index for s in run.manifest.samples} if run.manifest else {}
+        recorded = {s.trace: s for s in run.manifest.samples} if run.manifest else {}
         for order, path in enumerate(run.traces):
+            outcome = recorded.get(path.name)
             tasks.append(
                 TraceTask(
                     path=path,
@@ -81,14 +82,15 @@ def _tasks(runs: Sequence[RunInput], stage_map: StageMap | None) -> list[TraceTa
                     model=model,
                     sample_id=sample_id(path),
                     order=order,
-                    manifest_index=indices.get(path.name),
+                    manifest_index=outcome.index if outcome else None,
                     stage_map=stage_map,
+                    outcome=SampleFacts.of(outcome) if outcome else None,
                 )
             )
     return tasks
 
 
-def _safe_analyze(task: TraceTask) -> TraceTables | str:
+def safe_analyze(task: TraceTask) -> TraceTables | str:
     """Analyse one trace; a trace that cannot be read comes back as the reason why."""
     try:
         return analyze_trace(task)
@@ -97,7 +99,7 @@ def _safe_analyze(task: TraceTask) -> TraceTables | str:
     except Exception as exc:  # a malformed trace must not stop the others
         return f"{task.path}: could not be analysed ({type(exc).__name__}: {exc})"
     finally:
-        _return_freed_memory()
+        return_freed_memory()
 
 
 def _malloc_trim() -> Any:
@@ -110,7 +112,7 @@ def _malloc_trim() -> Any:
 _TRIM = _malloc_trim()
 
 
-def _return_freed_memory() -> None:
+def return_freed_memory() -> None:
     """Give the heap freed by the last trace back to the OS, so that peak memory stays near one
     trace's worth however many are read (glibc otherwise keeps the fragmented heap)."""
     if _TRIM is not None:
@@ -122,12 +124,12 @@ def _results(tasks: list[TraceTask], jobs: int, progress: bool) -> Iterator[Trac
     with bar:
         if jobs <= 1 or len(tasks) <= 1:
             for task in tasks:
-                yield _safe_analyze(task)
+                yield safe_analyze(task)
                 bar.update()
             return
         try:
             with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
-                for result in pool.map(_safe_analyze, tasks):
+                for result in pool.map(safe_analyze, tasks):
                     yield result
                     bar.update()
         except BrokenProcessPool:
@@ -167,7 +169,20 @@ def run_settings(manifest: RunManifest | None) -> dict[str, Any]:
     }
 
 
-def _run_row(run: RunInput, read: list[TraceTables], n_skipped: int) -> dict[str, Any]:
+class TraceFacts(NamedTuple):
+    """What the runs table needs of one trace that was read (kept in the reuse index)."""
+
+    gpu_name: str
+    has_gpu: bool
+
+
+class _HasFacts(Protocol):
+    gpu_name: str
+    has_gpu: bool
+
+
+def run_row(run: RunInput, read: Sequence[_HasFacts], n_skipped: int) -> dict[str, Any]:
+    """The runs-table row of ``run``: its manifest's facts and those of the traces that were read."""
     m = run.manifest
     has_gpu = any(r.has_gpu for r in read)
     gpu_names = sorted({r.gpu_name for r in read if r.gpu_name})
@@ -198,37 +213,11 @@ def _run_row(run: RunInput, read: list[TraceTables], n_skipped: int) -> dict[str
     }
 
 
-# samples.parquet columns that come from run.json's sample outcome, not from the trace.
-OUTCOME_COLUMNS = ("prompt", "prefill_tokens", "new_tokens", "kv_cache_mb", "peak_mem_mb")
-
-
-def _with_outcomes(samples: pd.DataFrame, runs: Sequence[RunInput]) -> pd.DataFrame:
-    """``samples`` with OUTCOME_COLUMNS from each run's run.json, matched on the trace file's
-    name; "" / NA / NaN for traces without a run.json (or without the field)."""
-    rows = [
-        (run.run_id, s.trace, *(getattr(s, c) for c in OUTCOME_COLUMNS))
-        for run in runs
-        if run.manifest is not None
-        for s in run.manifest.samples
-    ]
-    outcomes = pd.DataFrame(rows, columns=["run_id", "trace_file", *OUTCOME_COLUMNS])
-    outcomes = outcomes.drop_duplicates(["run_id", "trace_file"], keep="last")
-    merged = samples.merge(outcomes, on=["run_id", "trace_file"], how="left")
-    return merged.assign(prompt=merged["prompt"].fillna("").astype(str))
-
-
 def _concat(frames: list[pd.DataFrame], table: str) -> pd.DataFrame:
     frames = [f for f in frames if len(f)]
     if not frames:
         return empty_table(table)
     return conform(pd.concat(frames, ignore_index=True), table)
-
-
-def _samples_table(frames: list[pd.DataFrame], runs: Sequence[RunInput]) -> pd.DataFrame:
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return empty_table("samples")
-    return conform(_with_outcomes(pd.concat(frames, ignore_index=True), runs), "samples")
 
 
 def analyze_paths(
@@ -239,7 +228,7 @@ def analyze_paths(
     Raises AnalyzeError when a path is missing or holds no traces, or no trace could be read.
     """
     runs, warnings = discover(paths)
-    tasks = _tasks(runs, stage_map)
+    tasks = trace_tasks(runs, stage_map)
     read: dict[str, list[TraceTables]] = {run.run_id: [] for run in runs}
     skipped: dict[str, int] = dict.fromkeys(read, 0)
     reasons: list[str] = []
@@ -256,8 +245,8 @@ def analyze_paths(
         )
     all_read = [r for run in runs for r in read[run.run_id]]
     tables = Tables(
-        runs=conform(pd.DataFrame([_run_row(r, read[r.run_id], skipped[r.run_id]) for r in runs]), "runs"),
-        samples=_samples_table([r.samples for r in all_read], runs),
+        runs=conform(pd.DataFrame([run_row(r, read[r.run_id], skipped[r.run_id]) for r in runs]), "runs"),
+        samples=_concat([r.samples for r in all_read], "samples"),
         stages=_concat([r.stages for r in all_read], "stages"),
         tokens=_concat([r.tokens for r in all_read], "tokens"),
         ops=_concat([r.ops for r in all_read], "ops"),
@@ -266,31 +255,17 @@ def analyze_paths(
 
 
 def write_tables(tables: Tables, out_dir: Path) -> list[Path]:
-    """Write each table to ``out_dir/<name>.parquet`` atomically (temp file, then rename)."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AnalyzeError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
-    written = []
-    for f in fields(Tables):
-        path = out_dir / f"{f.name}.parquet"
-        frame = getattr(tables, f.name)
-        try:
-            write_atomic(path, lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
-        except OSError as exc:
-            raise AnalyzeError(f"{path}: cannot write ({exc.strerror or exc})") from None
-        written.append(path)
-    return written
+    """Write ``tables`` to ``out_dir`` as the current set of Parquet datasets, partitioned by run_id
+    (analyze.store: a new snapshot, swapped in atomically); returns the five table folders."""
+    from analyze import store
+
+    return store.write_tables(tables, out_dir)
 
 
-def read_tables(out_dir: Path) -> Tables:
-    """Read the tables that ``write_tables`` wrote to ``out_dir``."""
-    out_dir = Path(out_dir)
-    frames = {}
-    for f in fields(Tables):
-        path = out_dir / f"{f.name}.parquet"
-        if not path.exists():
-            raise AnalyzeError(f"{path}: missing; run `analyze` on the traces first")
-        frames[f.name] = pd.read_parquet(path)
-    return Tables(**frames)
+def read_tables(out_dir: Path, only: Collection[str] | None = None) -> Tables:
+    """The five tables ``analyze`` (or ``write_tables``) wrote to ``out_dir``, with the dtypes of
+    contract.TABLE_SCHEMAS: always one whole set, the old or the new one while a new analysis
+    replaces it. Tables not named in ``only`` come back empty (the summary needs no ops)."""
+    from analyze import store
+
+    return store.read_tables(out_dir, only)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ import pandas as pd
 from analyze import bound
 from analyze import vocabulary as voc
 from analyze.attribute import Attribution, attribute, union_us
+from analyze.contract import SampleOutcome
 from analyze.parse import (
     CPU_OP,
     CUDA_DRIVER,
@@ -33,6 +35,34 @@ HOST_OP_KINDS = (CPU_OP, CUDA_RUNTIME, CUDA_DRIVER, USER_ANNOTATION)
 RESIDUAL_STAGES = (voc.OTHER, voc.UNLABELLED, voc.UNATTRIBUTED)
 
 
+class SampleFacts(NamedTuple):
+    """What run.json says of a trace's sample that the trace itself cannot: its samples-table
+    columns prompt, prefill_tokens, new_tokens, kv_cache_mb and peak_mem_mb."""
+
+    prompt: str
+    prefill_tokens: int | None
+    new_tokens: int | None
+    kv_cache_mb: float | None
+    peak_mem_mb: float | None
+
+    @classmethod
+    def of(cls, outcome: SampleOutcome) -> SampleFacts:
+        return cls(*(getattr(outcome, field) for field in cls._fields))
+
+    def row(self) -> dict[str, object]:
+        """The samples-table values ("" / NA / NaN for what run.json did not record)."""
+        return {
+            "prompt": self.prompt or "",
+            "prefill_tokens": pd.NA if self.prefill_tokens is None else self.prefill_tokens,
+            "new_tokens": pd.NA if self.new_tokens is None else self.new_tokens,
+            "kv_cache_mb": np.nan if self.kv_cache_mb is None else self.kv_cache_mb,
+            "peak_mem_mb": np.nan if self.peak_mem_mb is None else self.peak_mem_mb,
+        }
+
+
+NO_FACTS = SampleFacts("", None, None, None, None)
+
+
 @dataclass(frozen=True)
 class TraceTask:
     """What a worker needs to analyse one trace."""
@@ -44,6 +74,7 @@ class TraceTask:
     order: int  # position of the trace in its run: the sample index when no label gives one
     manifest_index: int | None  # the index run.json gives this trace, if any
     stage_map: StageMap | None
+    outcome: SampleFacts | None = None  # what run.json records of this trace's sample, if any
 
 
 @dataclass(frozen=True)
@@ -243,6 +274,7 @@ def trace_tables(trace: Trace, attr: Attribution, task: TraceTask) -> TraceTable
             "model": [task.model],
             **{k: [v] for k, v in row.items()},
             "gpu_name": [trace.gpu_name],
+            **{k: [v] for k, v in (task.outcome or NO_FACTS).row().items()},
         }
     )
     return TraceTables(

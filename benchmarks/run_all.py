@@ -31,7 +31,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "events": ("bench_events.py", [], ["--events", "300000", "--repeats", "2"]),
     "capture": ("bench_capture.py", [], ["--sizes", "256x2", "--rounds", "2", "--tokens", "8"]),
     "analyze": ("bench_analyze.py", [], ["--n", "3", "--mb", "10"]),
-    "scaling": ("bench_scaling.py", [], ["--counts", "1,10", "--mb", "2"]),
+    "scaling": ("bench_scaling.py", [], ["--counts", "1,10", "--mb", "0.5"]),
     "build": ("bench_build.py", [], ["--stages", "meta"]),
 }
 
@@ -81,7 +81,8 @@ def summarise(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     if sc:
         for r in sc["rows"]:
             value = f"{r['seconds']:.1f} s, {r['mb_per_s']:.0f} MB/s, peak {r['peak_rss_mb']:.0f} MB"
-            rows.append(_row("scaling", f"{r['traces']} traces, --jobs {r['jobs']}", value))
+            figure = f"{r['traces']} traces, --jobs {r['jobs']}, {r.get('run', 'first')}"
+            rows.append(_row("scaling", figure, value))
     bu = results.get("build")
     if bu:
         for r in bu["rows"]:

@@ -57,6 +57,7 @@ D = CaptureConfig()
 @_o("out", type=click.Path(file_okay=False), default=D.out)
 @_o("mode", type=click.Choice(["fused", "decoupled"]), default=D.mode)
 @_o("device", type=str, default=D.device)
+@_o("device_map", type=click.Choice(["auto"]), default=None)
 @_o("dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default=D.dtype)
 @_o("max_new_tokens", type=int, default=D.max_new_tokens)
 @_o("min_new_tokens", type=int, default=D.min_new_tokens)
@@ -101,10 +102,12 @@ def main(resume: Path | None, quiet: bool, **options: Any) -> None:
         from capture.runner import Capture  # torch loads here, not for --help
 
         cap = Capture.prepare(CaptureConfig(**options), resume=resume)
-        for warning in cap.dataset.warnings:
+        lead = cap.world.rank == 0  # under torchrun only rank 0 shows progress (its shard) and reports
+        for warning in cap.dataset.warnings if lead else ():
             click.echo(f"warning: {warning}", err=True)
-        bar = None if quiet else _Bar(cap.n_samples)
+        bar = None if quiet or not lead else _Bar(len(cap.world.shard(range(cap.n_samples))))
         result = cap.run(progress=bar.update_sample if bar else None)
+        cap.close()
     except CaptureError as exc:
         _close(bar)
         raise InputError(str(exc)) from None
@@ -113,6 +116,8 @@ def main(resume: Path | None, quiet: bool, **options: Any) -> None:
         click.echo("\n" + _interrupted(cap), err=True)
         sys.exit(130)
     _close(bar)
+    if not lead:  # rank 0 has merged this rank's part into run.json and reports the run
+        return
     manifest = cap.folder.manifest
     _report(manifest, cap.folder.run_dir)
     for warning in manifest.warnings:
@@ -193,6 +198,9 @@ def _report(manifest: RunManifest, run_dir: Path) -> None:
     for s in samples:
         if s.status != "ok":
             click.echo(f"  sample {s.index} ({s.sample_id}) failed: {s.error}")
+    if manifest.world_size > 1:
+        ranks = ", ".join(f"rank {r.rank} {r.host} {r.device}: {r.completed}" for r in manifest.ranks)
+        click.echo(f"  {manifest.world_size} ranks (samples captured by each): {ranks}")
     ver = manifest.verification
     ident, acc, ovh = ver.identity, ver.accounting, ver.overhead
     if ident is not None and ident.ok is not None:

@@ -49,6 +49,11 @@ class CaptureConfig:
     out: str = option("traces", "Folder that receives one run folder per invocation.")
     mode: Mode = option("fused", "fused: ordinary generate(); decoupled: vision first, then generate().")
     device: str = option("auto", "auto, cpu or cuda.")
+    device_map: str | None = option(
+        None,
+        "auto: spread one model that does not fit one GPU over all this node's GPUs "
+        "(transformers' device_map='auto'; needs CUDA and the accelerate package).",
+    )
     dtype: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), float32, float16 or bfloat16.")
     max_new_tokens: int = option(16, "Tokens to generate per sample at most (stops at EOS).")
     min_new_tokens: int = option(0, "Force at least this many tokens (0: stop at EOS).")
@@ -119,6 +124,8 @@ class CaptureConfig:
         for ok, flag, value, rule in checks:
             if not ok:
                 raise CaptureError(f"{flag} {value}: {rule}")
+        if self.device_map not in (None, "auto"):
+            raise CaptureError(f"--device-map {self.device_map}: expected auto")
         if self.min_new_tokens > self.max_new_tokens:
             raise CaptureError(
                 f"--min-new-tokens {self.min_new_tokens} exceeds --max-new-tokens {self.max_new_tokens}"

@@ -31,9 +31,10 @@ def now_iso() -> str:
 class RunFolder:
     """One run folder: its path and its manifest, saved with :meth:`save`."""
 
-    def __init__(self, run_dir: Path, manifest: RunManifest) -> None:
+    def __init__(self, run_dir: Path, manifest: RunManifest, name: str = MANIFEST_NAME) -> None:
         self.run_dir = Path(run_dir)
         self.manifest = manifest
+        self.name = name  # run.json, or a rank's part of it (run.rank-R.json) under torchrun
 
     @classmethod
     def create(cls, run_dir: Path, run_id: str, config: dict[str, object]) -> RunFolder:
@@ -76,12 +77,12 @@ class RunFolder:
     def save(self) -> None:
         """Rewrite run.json atomically; CaptureError (one line) when the disk refuses."""
         self.manifest.updated = now_iso()
-        path = self.run_dir / MANIFEST_NAME
+        path = self.run_dir / self.name
         try:
             write_bytes_atomic(path, encode_manifest(self.manifest))
         except OSError as exc:
             raise CaptureError(
-                f"{path}: cannot write run.json ({first_line(exc)}); the traces and run.json written "
+                f"{path}: cannot write {self.name} ({first_line(exc)}); the traces and run.json written "
                 f"so far are intact: free space or fix permissions, then capture --resume {self.run_dir}"
             ) from None
 

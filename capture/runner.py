@@ -4,7 +4,8 @@ Per sample: ``sample#i`` > ``stage1:load`` (dataset), ``stage2:preprocess`` (ada
 model's ordinary ``generate()`` inside ``stage4:generate``, where forward hooks label vision and
 every step. In decoupled mode the vision encoder runs first, outside ``stage4:generate``. Each
 sample's trace and the manifest are written atomically, so a failure or Ctrl-C loses nothing
-already captured.
+already captured. Under torchrun each rank captures its shard of the samples into the same run
+folder (capture/distributed.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from analyze.contract import (
 )
 from analyze.errors import describe, first_line
 from analyze.files import tmp_files
-from capture import settings, verify
+from capture import distributed, settings, verify
 from capture.config import CaptureConfig
 from capture.data.registry import open_dataset
 from capture.data.sample import Dataset, RawSample
@@ -93,20 +94,30 @@ class Capture:
         self.device = adapter.spec.device
         self.request = cfg.input_request(adapter.modality, adapter.frame_pick)
         self.settings = cfg.generation()
+        # Under torchrun: this rank, the process group, and run.json's folder (``folder`` is then
+        # this rank's manifest part). One process: rank 0 of 1, and ``head`` is ``folder``.
+        self.sync_devices = adapter.devices() if self.device.type == "cuda" else []
+        self.world = distributed.World()
+        self.group: distributed.Group | None = None
+        self.head = folder
 
     @classmethod
     def prepare(cls, cfg: CaptureConfig, resume: Path | None = None) -> Capture:
         """Validate options, build the model and dataset, and create (or reopen) the run folder."""
+        world = distributed.World.from_env()
         if resume is not None:
             folder = RunFolder.open(resume)
             cfg = CaptureConfig.from_json(folder.manifest.config, str(resume / "run.json"))
-            for stale in tmp_files(resume):  # left by a killed process mid-write
-                stale.unlink()
+            if world.rank == 0:
+                for stale in tmp_files(resume):  # left by a killed process mid-write
+                    stale.unlink()
         family = adapter_class(cfg.model)  # unknown names fail before anything is loaded
         cfg = cfg.for_model(family.modality, family.default_frames)  # and impossible options
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        device = resolve_device(cfg.device)
+        device = world.device(resolve_device(cfg.device))
+        if cfg.device_map is not None:
+            device = distributed.device_map_device(cfg.device_map, world)
         dtype = resolve_dtype(cfg.dtype, device)
         dataset = open_dataset(
             Path(cfg.dataset) if cfg.dataset else None, seed=cfg.seed, n_samples=cfg.samples
@@ -117,13 +128,19 @@ class Capture:
         spec = ModelSpec(
             cfg.model, cfg.model_path, device, dtype, cfg.seed,
             weights=cfg.weights, attn_implementation=cfg.attn_implementation, load_in=cfg.load_in,
+            device_map=cfg.device_map,
         )  # fmt: skip
+        group = distributed.Group(world) if world.distributed else None
         adapter = adapter_class(cfg.model).build(spec)
         settings.apply(adapter, cfg)
         model, env = adapter.describe(), environment(device)
-        if resume is None:
+        if group is not None and world.rank != 0:  # rank 0 sets the run folder up; this rank joins it
+            folder = distributed.join(group)
+        elif resume is None:
             run_dir, run_id = new_run_dir(cfg)
             folder = RunFolder.create(run_dir, run_id, cfg.to_json())
+        else:
+            distributed.consolidate(folder)  # manifest parts a stopped torchrun run left behind
         manifest = folder.manifest
         manifest.model = model
         manifest.env = env
@@ -132,14 +149,25 @@ class Capture:
         manifest.generation = cfg.generation().describe(cfg.seed)
         new_warnings = [w for w in settings.run_warnings(cfg) if w not in manifest.warnings]
         manifest.warnings = [*manifest.warnings, *new_warnings]
+        manifest.world_size = world.size
         try:
-            folder.save()
+            distributed.publish(folder, world, group)  # rank 0: run.json, then its path to the others
         except BaseException:
-            if resume is None:  # a new folder without its run.json is no run: remove it
+            if resume is None and world.rank == 0:  # a new folder without its run.json is no run
                 with contextlib.suppress(OSError):
                     folder.run_dir.rmdir()
             raise
-        return cls(cfg, folder, adapter, dataset)
+        cap = cls(cfg, folder, adapter, dataset)
+        if group is not None:
+            cap.world, cap.group = world, group
+            cap.folder = distributed.rank_folder(folder, world)  # with this rank's env
+            cap.folder.save()
+        return cap
+
+    def close(self) -> None:
+        """Leave the ranks' process group (torchrun runs)."""
+        if self.group is not None:
+            self.group.close()
 
     @property
     def n_samples(self) -> int:
@@ -178,7 +206,8 @@ class Capture:
         with lab.generation() if labelled else nullcontext():
             out = self.adapter.generate(inputs, self.settings, seed=self.settings.seed_for(cfg.seed, index))
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            for device in self.sync_devices:  # every GPU a --device-map model spans
+                torch.cuda.synchronize(device)
         timings["generate"] = (time.perf_counter() - t1) * 1e3
         return out
 
@@ -229,7 +258,8 @@ class Capture:
     def _where(self) -> dict[str, Any]:
         """Where a sample ran: host, rank and device (for run.json)."""
         env = self.folder.manifest.env
-        return {"host": env.hostname, "rank": 0, "device": env.device}
+        device = str(self.device) if self.world.distributed else env.device
+        return {"host": env.hostname, "rank": self.world.rank, "device": device}
 
     # -- the run ----------------------------------------------------------------------------
     def warmup(self, pending: list[int]) -> dict[int, SampleOutcome]:
@@ -279,8 +309,8 @@ class Capture:
         """
         result = RunResult()
         folder, manifest = self.folder, self.folder.manifest
-        pending = [i for i in range(self.n_samples) if not folder.is_done(i)]
-        result.skipped = [i for i in range(self.n_samples) if i not in set(pending)]
+        result.skipped = [i for i in range(self.n_samples) if self.head.is_done(i)]
+        pending = self.world.shard([i for i in range(self.n_samples) if not self.head.is_done(i)])
         try:
             with torch.no_grad():
                 try:
@@ -317,6 +347,8 @@ class Capture:
             manifest.warnings = [*manifest.warnings, timing_warning(timing, manifest.env)]
         manifest.status = "failed" if result.failed or manifest.verification.failed() else "complete"
         folder.save()
+        if self.group is not None:  # rank 0 merges every rank's part into run.json
+            self.folder = distributed.finish(self.group, self.head, folder)
         return result
 
     def _error_outcome(self, index: int, exc: BaseException) -> SampleOutcome:

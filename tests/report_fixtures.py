@@ -256,6 +256,6 @@ def make_tables(
 
 
 def write_parquet_tables(tables: Tables, out_dir: Path) -> Path:
-    """The five tables written as analyze writes them (``<name>.parquet``); returns ``out_dir``."""
+    """The five tables as analyze writes them (``tables/<name>/run_id=<id>/``); returns ``out_dir``."""
     write_tables(tables, out_dir)
     return out_dir

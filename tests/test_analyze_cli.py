@@ -15,9 +15,14 @@ from kineto_builders import manifest, vlm_trace, write_run, write_verdict_runs
 
 from analyze import hta_breakdown
 from analyze.cli import main
+from analyze.tables import read_tables
 
 DATA = Path(__file__).parent / "data" / "kineto-gpu"
 TABLES = ("runs", "samples", "stages", "tokens", "ops")
+
+
+def _table(out: Path, name: str) -> pd.DataFrame:
+    return getattr(read_tables(out), name)
 
 
 def _run(*args: str) -> Result:
@@ -56,32 +61,33 @@ def test_run_folder_writes_tables_and_prints_the_summary(run_dir: Path) -> None:
     result = _run(run_dir)
     assert result.exit_code == 0, result.output
     out = run_dir / "analysis"
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{t}.parquet" for t in TABLES)
+    assert sorted(p.name for p in out.iterdir()) == ["snapshots", "tables"]
+    assert sorted(p.name for p in (out / "tables").iterdir()) == sorted(
+        ["_index.parquet", "_snapshot.json", *TABLES]
+    )
     assert "run r1  model tiny-llava" in result.stdout
     assert "TTFT 0.320 ms" in result.stdout and "TPOT 0.120 ms" in result.stdout
     assert "stage3:vision/tower" in result.stdout
-    assert "tables: " in result.stdout
-    samples = pd.read_parquet(out / "samples.parquet")
+    assert "tables: " in result.stdout and "traces: 2 analysed, 0 reused" in result.stdout
+    samples = _table(out, "samples")
     assert samples["ttft_ms"].tolist() == pytest.approx([0.32, 0.32])
     # Running again overwrites cleanly and reads no output as input.
     again = _run(run_dir.parent)
     assert again.exit_code == 0
-    assert sorted(p.name for p in (run_dir.parent / "analysis").iterdir()) == sorted(
-        f"{t}.parquet" for t in TABLES
-    )
-    assert pd.read_parquet(run_dir.parent / "analysis" / "runs.parquet")["run_id"].tolist() == ["r1"]
+    assert sorted(p.name for p in (run_dir.parent / "analysis").iterdir()) == ["snapshots", "tables"]
+    assert _table(run_dir.parent / "analysis", "runs")["run_id"].tolist() == ["r1"]
 
 
 def test_out_and_quiet(run_dir: Path, tmp_path: Path) -> None:
     result = _run(run_dir, "--out", tmp_path / "o", "-q")
     assert result.exit_code == 0 and result.stdout == ""
-    assert (tmp_path / "o" / "stages.parquet").exists()
+    assert len(_table(tmp_path / "o", "stages")) > 0
 
 
 def test_single_trace_file(run_dir: Path) -> None:
     result = _run(run_dir / "sample-00001.pt.trace.json.gz")
     assert result.exit_code == 0, result.output
-    samples = pd.read_parquet(run_dir / "analysis" / "samples.parquet")
+    samples = _table(run_dir / "analysis", "samples")
     assert samples["sample_id"].tolist() == ["sample-00001"] and samples["run_id"].tolist() == ["r1"]
 
 
@@ -121,7 +127,7 @@ def test_stage_options_attribute_a_foreign_trace(tmp_path: Path) -> None:
     shutil.copy(DATA / "encoder_decoder_rank0.json.gz", d)
     result = _run(d, "--stage", "encoder=## encoder fp8", "--stage", "decoder=## decoder fp8")
     assert result.exit_code == 0, result.output
-    stages = pd.read_parquet(d / "analysis" / "stages.parquet").set_index("stage")
+    stages = _table(d / "analysis", "stages").set_index("stage")
     assert stages.loc["encoder", "gpu_kernel_ms"] == pytest.approx(8.864)
     assert stages.loc["decoder", "gpu_kernel_ms"] == pytest.approx(6.467)
     assert "encoder" in result.stdout and "8.864" in result.stdout
@@ -130,7 +136,7 @@ def test_stage_options_attribute_a_foreign_trace(tmp_path: Path) -> None:
     toml.write_text('[stages]\nforward = "^## forward ##$"\n')
     result = _run(d, "--stage-map", toml)
     assert result.exit_code == 0, result.output
-    stages = pd.read_parquet(d / "analysis" / "stages.parquet")
+    stages = _table(d / "analysis", "stages")
     assert set(stages["stage"]) == {"forward", "unlabelled"}
 
 
@@ -147,8 +153,8 @@ def test_jobs_2_gives_the_same_tables_as_jobs_1(run_dir: Path, tmp_path: Path) -
     assert _run(run_dir.parent, "--out", tmp_path / "one", "-j", "1", "-q").exit_code == 0
     assert _run(run_dir.parent, "--out", tmp_path / "two", "--jobs", "2", "-q").exit_code == 0
     for table in TABLES:
-        one = pd.read_parquet(tmp_path / "one" / f"{table}.parquet")
-        two = pd.read_parquet(tmp_path / "two" / f"{table}.parquet")
+        one = _table(tmp_path / "one", table)
+        two = _table(tmp_path / "two", table)
         pd.testing.assert_frame_equal(one, two)
         assert len(one) > 0
 
@@ -217,7 +223,9 @@ def test_analyze_does_not_import_torch() -> None:
     code = (
         "import sys; import analyze.cli, analyze.tables, analyze.parse, analyze.attribute, analyze.tokens, "
         "analyze.trace_tables, analyze.summary, analyze.stagemap, analyze.discover, analyze.report, "
-        "analyze.figures, analyze.terminal, analyze.hta_breakdown, hta.trace_analysis; "
+        "analyze.figures, analyze.terminal, analyze.hta_breakdown, hta.trace_analysis, "
+        "analyze.store, analyze.incremental, analyze.cluster, importlib.util; "
+        "importlib.util.find_spec('distributed') and __import__('distributed'); "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
@@ -231,7 +239,7 @@ def test_a_run_with_nothing_readable_beside_a_good_one(run_dir: Path) -> None:
     result = _run(run_dir.parent)
     assert result.exit_code == 0, result.output
     assert "run bad  (0 traces, 1 skipped)\n  no trace of this run could be read" in result.stdout
-    runs = pd.read_parquet(run_dir.parent / "analysis" / "runs.parquet").set_index("run_id")
+    runs = _table(run_dir.parent / "analysis", "runs").set_index("run_id")
     assert runs.loc["bad", "n_samples"] == 0 and runs.loc["bad", "n_skipped"] == 1
     assert runs.loc["r1", "n_samples"] == 2
 
@@ -253,7 +261,7 @@ def test_an_unwritable_report_is_one_line_and_the_tables_are_kept(
         monkeypatch.setattr(analyze.report, "write_atomic", full)
     result = _run(run_dir, "--out", out, "--html", "--no-hta", "-q")
     _one_line_error(result, f"{out / 'report.html'}: cannot write the report")
-    assert sorted(p.name for p in out.glob("*.parquet")) == [f"{t}.parquet" for t in sorted(TABLES)]
+    assert len(read_tables(out).samples) == 2  # the tables were written before the report
 
 
 def test_traces_from_different_gpus_say_so_per_sample_and_per_run(tmp_path: Path) -> None:
@@ -267,8 +275,8 @@ def test_traces_from_different_gpus_say_so_per_sample_and_per_run(tmp_path: Path
     folder = write_run(tmp_path / "mixed", traces)
     result = _run(folder, "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
-    samples = pd.read_parquet(tmp_path / "o" / "samples.parquet")
-    runs = pd.read_parquet(tmp_path / "o" / "runs.parquet")
+    samples = _table(tmp_path / "o", "samples")
+    runs = _table(tmp_path / "o", "runs")
     assert list(samples["gpu_name"]) == list(names)
     assert bool(runs["mixed_devices"].iloc[0]) and runs["gpu_name"].iloc[0] == " | ".join(sorted(names))
     assert "its traces come from different devices" in result.stderr + result.output
@@ -284,6 +292,6 @@ def test_cli_prints_the_verdicts(tmp_path: Path) -> None:
         "--compile (CUDA graphs: one launch per step)\n"
     ) in result.stdout
     assert "    decode: device-bound in 3/3 steps" in result.stdout
-    tokens = pd.read_parquet(tmp_path / "out" / "tokens.parquet")
+    tokens = _table(tmp_path / "out", "tokens")
     decode = tokens[(tokens["run_id"] == "graphs") & (tokens["step"] > 0)]
     assert decode["n_launches"].tolist() == [1, 1, 1] and decode["n_kernels"].tolist() == [300] * 3

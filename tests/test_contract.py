@@ -114,3 +114,18 @@ def test_every_table_column_carries_a_unit_or_is_a_key_count_or_label() -> None:
             units = ("_ms", "_us", "_s", "_mb", "_share", "_host", "_gpu")
             ok = column.endswith(units) or column.startswith("n_")
             assert ok or column in unitless or column == "count", (table, column)
+
+
+def test_manifest_part_names_and_merged_samples() -> None:
+    from analyze.contract import RunManifest, SampleOutcome, merge_samples, part_file_name, part_rank
+
+    assert part_file_name(12) == "run.rank-12.json" and part_rank("run.rank-12.json") == 12
+    assert part_rank("run.json") is None and part_rank("run.rank-x.json") is None
+    ok = SampleOutcome(index=1, sample_id="s1", trace="t1", status="ok", rank=1)
+    err = SampleOutcome(index=1, sample_id="s1", trace="t1", status="error", error="oom", rank=0)
+    other = SampleOutcome(index=0, sample_id="s0", trace="t0", status="ok")
+    head = RunManifest(run_id="r", samples=[ok])
+    # A later error never hides an ok capture of the same sample; samples come back by index.
+    merged = merge_samples(head, RunManifest(run_id="r", samples=[err, other]))
+    assert [(s.index, s.status, s.rank) for s in merged] == [(0, "ok", 0), (1, "ok", 1)]
+    assert merge_samples(RunManifest(run_id="r", samples=[err]), head)[0].status == "ok"

@@ -73,3 +73,25 @@ def test_missing_path_empty_folder_and_wrong_file(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(AnalyzeError, match="not a trace file"):
         discover([tmp_path / "notes.txt"])
+
+
+def test_manifest_parts_of_an_unfinished_distributed_run(tmp_path: Path) -> None:
+    """Ranks' run.rank-R.json parts are not traces; before rank 0 merged them, they add their samples."""
+    import json
+
+    head = manifest("dist", n_samples=4)
+    head["status"], head["world_size"], head["samples"] = "running", 2, []
+    run = write_run(tmp_path / "r", [vlm_trace(sample=i) for i in range(4)], head)
+    for rank in (0, 1):
+        part = manifest("dist", n_samples=4)
+        part["rank"], part["world_size"] = rank, 2
+        part["samples"] = [{**s, "rank": rank, "index": s["index"]} for s in part["samples"][rank::2]]
+        (run / f"run.rank-{rank}.json").write_text(json.dumps(part))
+    (run / "run.rank-2.json").write_text("{")  # a rank killed mid-write cannot leave this; damage can
+    runs, warnings = discover([tmp_path])
+    names = [p.name for p in runs[0].traces]
+    assert len(runs) == 1 and names == [f"sample-{i:05d}.pt.trace.json.gz" for i in range(4)]
+    m = runs[0].manifest
+    assert m is not None and [(s.index, s.rank) for s in m.samples] == [(0, 0), (1, 1), (2, 0), (3, 1)]
+    assert m.completed == 4 and m.world_size == 2
+    assert len(warnings) == 1 and "run.rank-2.json: unreadable manifest part" in warnings[0]

@@ -123,17 +123,30 @@ def test_nothing_readable_is_an_error(tmp_path: Path) -> None:
 def test_write_and_read_back_atomically(tables: Tables, tmp_path: Path) -> None:
     out = tmp_path / "analysis"
     paths = write_tables(tables, out)
-    assert [p.name for p in paths] == [f"{n}.parquet" for n in TABLES]
-    again = write_tables(tables, out)  # overwrites cleanly
+    assert paths == [out / "tables" / n for n in TABLES]
+    again = write_tables(tables, out)  # a new snapshot replaces the first one
     assert again == paths
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.parquet" for n in TABLES)  # no temp files
+    assert sorted(p.name for p in out.iterdir()) == ["snapshots", "tables"]  # no temp files
+    assert sorted(p.name for p in (out / "tables").iterdir()) == sorted(
+        ["_index.parquet", "_snapshot.json", *TABLES]
+    )
     back = read_tables(out)
     for name in TABLES:
         pd.testing.assert_frame_equal(getattr(back, name), getattr(tables, name), check_dtype=False)
         assert list(getattr(back, name).dtypes.astype(str)) == list(getattr(tables, name).dtypes.astype(str))
-    (out / "ops.parquet").unlink()
-    with pytest.raises(AnalyzeError, match=r"ops\.parquet: missing"):
-        read_tables(out)
+    only = read_tables(out, only=("runs",))
+    assert len(only.runs) == 2 and only.ops.empty and list(only.ops.columns) == list(TABLE_SCHEMAS["ops"])
+    with pytest.raises(AnalyzeError, match=r"tables: missing; run `analyze`"):
+        read_tables(tmp_path / "elsewhere")
+
+
+def test_flat_tables_of_earlier_versions_still_read(tables: Tables, tmp_path: Path) -> None:
+    for name in TABLES:
+        getattr(tables, name).to_parquet(tmp_path / f"{name}.parquet", index=False)
+    back = read_tables(tmp_path)
+    pd.testing.assert_frame_equal(back.samples, tables.samples)
+    write_tables(tables, tmp_path)  # the new layout replaces the flat files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snapshots", "tables"]
 
 
 def test_real_cpu_trace_from_torch_profiler(tmp_path: Path) -> None:

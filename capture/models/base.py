@@ -34,6 +34,7 @@ class ModelSpec:
     weights: str = "pretrained"  # or "random": the published architecture, random weights, no files
     attn_implementation: str | None = None  # None: the model's default
     load_in: str | None = None  # "4bit" / "8bit" through bitsandbytes (transformers-loaded models)
+    device_map: str | None = None  # "auto": spread over every local GPU (transformers/accelerate)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,11 @@ class ModelAdapter(ABC):
     @abstractmethod
     def decode(self, token_ids: list[int]) -> str:
         """Token ids to text."""
+
+    def devices(self) -> list[torch.device]:
+        """The devices the model's weights are on: one, or several with ``--device-map auto``."""
+        found = {p.device for p in self.model.parameters()}
+        return sorted(found, key=str) or [self.spec.device]
 
     def describe(self) -> ModelInfo:
         """Facts for run.json: class, parameter count, weights source."""

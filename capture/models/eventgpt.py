@@ -211,8 +211,11 @@ class EventGPTAdapter(ModelAdapter):
     def build(cls, spec: ModelSpec) -> EventGPTAdapter:
         """``tiny-eventgpt``: random weights from ``spec.seed``. ``eventgpt``: the checkpoint
         folder ``spec.model_path`` (CaptureError saying where it looked when it is missing)."""
+        # With --device-map the model is built on the CPU, then spread over the GPUs.
+        build_on = torch.device("cpu") if spec.device_map else spec.device
         if spec.name == "tiny-eventgpt":
-            model, tokenizer = build_tiny_eventgpt(spec.seed, spec.device, spec.dtype)
+            model, tokenizer = build_tiny_eventgpt(spec.seed, build_on, spec.dtype)
+            model = hf.place(model, spec) if spec.device_map else model
             return cls(spec, model, tokenizer, TINY_IMAGE_SIZE, f"random (seed {spec.seed})")
         if spec.name != "eventgpt":
             raise CaptureError(f"EventGPTAdapter builds {', '.join(cls.names)}, not {spec.name!r}")
@@ -235,9 +238,10 @@ class EventGPTAdapter(ModelAdapter):
                 "pass --model-path DIR with an EventGPT checkpoint folder"
             )
         tokenizer = load_tokenizer(folder)
-        model = load_checkpoint(folder, spec.device, spec.dtype)
+        model = load_checkpoint(folder, build_on, spec.dtype)
         add_event_tokens(tokenizer, model.config)
         model.resize_vocabulary(len(tokenizer), seed=spec.seed)
+        model = hf.place(model, spec) if spec.device_map else model
         image_size = model.vision_config.image_size
         return cls(spec, model, tokenizer, image_size, str(folder.resolve()))
 

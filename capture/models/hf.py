@@ -46,6 +46,17 @@ def load_pretrained(cls: Any, name: str, source: str, **kwargs: Any) -> Any:
         ) from None
 
 
+def place(model: nn.Module, spec: Any) -> nn.Module:
+    """``model`` on ``spec.device``, or with ``spec.device_map`` "auto" spread over every local GPU
+    by accelerate (layers are not split; forward hooks still fire wherever a module runs)."""
+    if spec.device_map is None:
+        return model.to(spec.device)
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    no_split = getattr(model, "_no_split_modules", None) or []
+    return dispatch_model(model, infer_auto_device_map(model, no_split_module_classes=no_split))
+
+
 def supports_mm_encoder_outputs(model: nn.Module) -> bool:
     """transformers 5.x lets generate() take precomputed vision features as ``mm_encoder_outputs``."""
     return "mm_encoder_outputs" in inspect.signature(model.forward).parameters
@@ -150,15 +161,20 @@ def set_attn_implementation(model: nn.Module, impl: str | None) -> None:
 
 def load_kwargs(spec: Any) -> dict[str, Any]:
     """``from_pretrained`` / ``_from_config`` arguments for a spec's settings: the attention kernel
-    (when one is asked for) and, for ``spec.load_in`` ("4bit"/"8bit"), a BitsAndBytesConfig (4-bit
-    computes in the spec's dtype) with the model placed on the spec's CUDA device."""
-    attn = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
+    (when one is asked for), the device map (``--device-map auto``) and, for ``spec.load_in``
+    ("4bit"/"8bit"), a BitsAndBytesConfig (4-bit computes in the spec's dtype) with the model placed
+    on the spec's CUDA device unless a device map spreads it."""
+    kwargs: dict[str, Any] = {}
+    if spec.attn_implementation:
+        kwargs["attn_implementation"] = spec.attn_implementation
+    if spec.device_map:  # --device-map auto: transformers places the layers over the local GPUs
+        kwargs["device_map"] = spec.device_map
     if spec.load_in is None:
-        return attn
+        return kwargs
     from transformers import BitsAndBytesConfig
 
     if spec.load_in == "4bit":
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=spec.dtype)
     else:
         quant = BitsAndBytesConfig(load_in_8bit=True)
-    return {**attn, "quantization_config": quant, "device_map": {"": str(spec.device)}}
+    return {"device_map": {"": str(spec.device)}, **kwargs, "quantization_config": quant}

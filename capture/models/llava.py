@@ -95,8 +95,10 @@ class _LlavaFamily(ModelAdapter):
         self, spec: ModelSpec, model: nn.Module, tokenizer: Any, image_processor: Any, source: str
     ) -> None:
         self.spec = spec
-        # A bitsandbytes model is placed by from_pretrained (device_map) and cannot be moved.
-        self.model = (model if spec.load_in else model.to(spec.device)).eval()
+        # Weights loaded with a device map (--device-map auto, or 4/8-bit) are already placed:
+        # moving them would undo that (and a bitsandbytes model cannot be moved).
+        placed = getattr(model, "hf_device_map", None) is not None
+        self.model = (model if placed else hf.place(model, spec)).eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.weights_source = source
