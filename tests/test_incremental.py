@@ -128,3 +128,22 @@ def test_an_output_folder_inside_the_inputs_is_never_read_as_traces(traces: Path
     again = analyze_into([traces], out)
     assert (first.analysed, again.reused, again.skipped) == (3, 3, 0)
     assert again.warnings == []
+
+
+def test_run_json_facts_reach_the_tables_and_a_changed_run_json_is_analysed_again(tmp_path: Path) -> None:
+    """prefill_tokens & co. come from run.json, not the trace: they decide the rows too."""
+    import json
+
+    run_json = manifest("facts")
+    for s, prefill in zip(run_json["samples"], (641, 637), strict=True):
+        s.update(prompt="USER: <event>\nQ ASSISTANT:", prefill_tokens=prefill, new_tokens=3, kv_cache_mb=1.5)
+    run = write_run(tmp_path / "t" / "facts", [vlm_trace(sample=0), vlm_trace(sample=1)], run_json)
+    out = tmp_path / "analysis"
+    assert _run(run, "--out", out).exit_code == 0
+    samples = read_tables(out).samples
+    assert samples["prefill_tokens"].tolist() == [641, 637] and samples["kv_cache_mb"].tolist() == [1.5, 1.5]
+    run_json["samples"][1]["prefill_tokens"] = 578  # re-captured with --frames 1
+    (run / "run.json").write_text(json.dumps(run_json))
+    again = _run(run, "--out", out)
+    assert "traces: 1 analysed, 1 reused" in again.stdout
+    assert read_tables(out).samples["prefill_tokens"].tolist() == [641, 578]
