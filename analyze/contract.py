@@ -374,6 +374,7 @@ class GenerationInfo(msgspec.Struct, kw_only=True):
     min_new_tokens: int | None = None
     num_beams: int = 1
     seeding: str | None = None  # how sampled runs are seeded per sample
+    cache: str = "dynamic"  # the KV cache generate() used: "dynamic" or "static"
 
 
 class RankInfo(msgspec.Struct, kw_only=True):

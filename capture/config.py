@@ -233,6 +233,7 @@ class CaptureConfig:
             temperature=self.temperature,
             top_p=self.top_p,
             repetition_penalty=self.repetition_penalty,
+            cache=self.cache,
         )
 
     def to_json(self) -> dict[str, Any]:

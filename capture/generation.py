@@ -31,6 +31,7 @@ class GenerationSettings:
     top_p: float | None = None
     top_k: int | None = None
     repetition_penalty: float | None = None
+    cache: str = "dynamic"  # the KV cache: "dynamic" (grows per token) or "static" (preallocated)
 
     @classmethod
     def from_options(
@@ -42,10 +43,11 @@ class GenerationSettings:
         temperature: float | None = None,
         top_p: float | None = None,
         repetition_penalty: float | None = None,
+        cache: str = "dynamic",
     ) -> GenerationSettings:
         """Settings with the sampling defaults filled in (temperature 1, top-p 1, top-k 50)."""
         if not do_sample:
-            return cls(max_new_tokens, min_new_tokens, repetition_penalty=repetition_penalty)
+            return cls(max_new_tokens, min_new_tokens, repetition_penalty=repetition_penalty, cache=cache)
         return cls(
             max_new_tokens,
             min_new_tokens,
@@ -54,12 +56,16 @@ class GenerationSettings:
             top_p=1.0 if top_p is None else top_p,
             top_k=DEFAULT_TOP_K,
             repetition_penalty=repetition_penalty,
+            cache=cache,
         )
 
     def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``generate()``. Every decoding knob is passed explicitly, so a
-        checkpoint's ``generation_config.json`` cannot turn greedy runs into sampled ones."""
+        checkpoint's ``generation_config.json`` cannot turn greedy runs into sampled ones, and
+        transformers never compiles on its own (on CUDA it would whenever the cache is static;
+        only ``--compile`` compiles, see capture.settings)."""
         kwargs: dict[str, Any] = {
+            "disable_compile": True,
             "max_new_tokens": self.max_new_tokens,
             "min_new_tokens": self.min_new_tokens,
             "do_sample": self.do_sample,
@@ -70,6 +76,8 @@ class GenerationSettings:
         }
         if self.repetition_penalty is not None:
             kwargs["repetition_penalty"] = self.repetition_penalty
+        if self.cache == "static":
+            kwargs["cache_implementation"] = "static"
         return kwargs
 
     def seed_for(self, seed: int, index: int) -> int | None:
@@ -87,6 +95,7 @@ class GenerationSettings:
             max_new_tokens=self.max_new_tokens,
             min_new_tokens=self.min_new_tokens,
             num_beams=1,
+            cache=self.cache,
             seeding=f"torch.manual_seed({seed} + sample index) before each generate()"
             if self.do_sample
             else None,

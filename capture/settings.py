@@ -1,8 +1,8 @@
 """The settings users compare: attention kernel, KV cache, torch.compile, 4/8-bit loading.
 
 ``check`` runs at start, before any model is built: a setting this machine cannot honour is a
-one-line CaptureError (the CLI turns it into exit status 2). ``generate_options`` are the extra
-``generate()`` arguments a run's settings imply, and ``compile_decoding`` compiles the decoding
+one-line CaptureError (the CLI turns it into exit status 2; the cache itself is a decoding
+setting, capture.generation), and ``compile_decoding`` compiles the decoding
 forward so that the stage labels survive: the labels' forward hooks sit on the top-level model,
 whose ``__call__`` (and so its hooks) stays eager; only the ``forward`` it calls for a one-token
 decoding step is the compiled function. The prefill, and with it the vision encoder, runs eager
@@ -100,19 +100,9 @@ def run_warnings(cfg: CaptureConfig) -> list[str]:
     return out
 
 
-def generate_options(cfg: CaptureConfig) -> dict[str, Any]:
-    """Extra ``generate()`` arguments: the cache, and never transformers' own auto-compile
-    (on CUDA it compiles whenever the cache is static; here only --compile compiles)."""
-    options: dict[str, Any] = {"disable_compile": True}
-    if cfg.cache == "static":
-        options["cache_implementation"] = "static"
-    return options
-
-
 def apply(adapter: ModelAdapter, cfg: CaptureConfig) -> None:
-    """Give a built adapter the run's generate() options, and compile its decoding forward when
-    --compile asks (the adapter's step module is the one whose hooks label every step)."""
-    adapter.generate_options = generate_options(cfg)
+    """Compile a built adapter's decoding forward when --compile asks (the adapter's step module is
+    the one whose hooks label every step)."""
     if cfg.compile:
         compile_decoding(adapter.step_module())
 

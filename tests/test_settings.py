@@ -81,10 +81,11 @@ def test_cuda_only_settings_on_a_cuda_device(monkeypatch) -> None:
     settings.check(CaptureConfig(model="llava-1.5", load_in="4bit"), cuda, torch.bfloat16)  # fine
 
 
-def test_generate_options_never_let_transformers_compile_on_its_own() -> None:
-    assert settings.generate_options(CaptureConfig()) == {"disable_compile": True}
-    static = settings.generate_options(CaptureConfig(cache="static"))
-    assert static == {"disable_compile": True, "cache_implementation": "static"}
+def test_generate_never_lets_transformers_compile_on_its_own_and_takes_the_cache() -> None:
+    dynamic = CaptureConfig().generation().generate_kwargs()
+    assert dynamic["disable_compile"] is True and "cache_implementation" not in dynamic
+    static = CaptureConfig(cache="static").generation().generate_kwargs()
+    assert static["disable_compile"] is True and static["cache_implementation"] == "static"
 
 
 def test_random_weights_without_min_new_tokens_warns() -> None:

@@ -61,7 +61,6 @@ class ModelAdapter(ABC):
     spec: ModelSpec
     weights_source: str
     # Extra generate() arguments every call gets (capture.settings: the KV cache, no auto-compile).
-    generate_options: dict[str, Any] = {}  # noqa: RUF012 (replaced, never mutated)
 
     @classmethod
     @abstractmethod
@@ -114,7 +113,7 @@ class ModelAdapter(ABC):
             settings,
             echoed=self.echoed_prompt_length(inputs),
             seed=seed,
-            **{**self.generate_options, **extra},
+            **extra,
         )
 
     @abstractmethod
