@@ -304,10 +304,14 @@ def _random_weights_note(page: _Collected, run: pd.Series) -> Note | None:
     """Runs captured with --weights random: their text means nothing, only their timings do."""
     if str(run.get("weights", "")) != "random":
         return None
+    what = (
+        "a toy-sized model built for demos and tests, so the timings say little about the real one"
+        if str(run.get("model", "")).startswith("tiny-")
+        else "the published architecture at full size (capture --weights random), so the timings are real"
+    )
     return page.note(
-        "Random weights (capture --weights random): the published architecture at full size, so the "
-        "timings are real, but the generated text is meaningless; generation lengths are fixed only "
-        "where the run used --min-new-tokens.",
+        f"Random weights: {what}, but the generated text is meaningless; generation lengths are fixed "
+        "only where the run used --min-new-tokens.",
         warn=True,
     )
 

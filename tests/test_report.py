@@ -438,10 +438,15 @@ def test_random_weight_runs_are_marked(tmp_path: Path) -> None:
     tables = make_tables(tmp_path)
     runs = tables.runs.copy()
     runs["weights"] = ["pretrained", "random"]
+    runs["model"] = ["llava-1.5", "llava-1.5"]
     rep = report.render_report(dataclasses.replace(tables, runs=runs), None)
-    marked = [n for n in rep.notes if n.startswith("Random weights (capture --weights random)")]
+    marked = [n for n in rep.notes if n.startswith("Random weights: the published architecture at full size")]
     assert len(marked) == 1  # the random run only
     section = rep.html.split(f'id="run-1">{RUN_GPU}')[1]
     assert "the generated text is meaningless" in section.split("<h2")[0]
     plain = report.render_report(tables, None)
     assert not any("Random weights" in n for n in plain.notes)
+    runs["weights"], runs["model"] = ["random", "random"], ["tiny-llava", "llava-1.5"]
+    notes = report.render_report(dataclasses.replace(tables, runs=runs), None).notes
+    toy = [n for n in notes if n.startswith("Random weights: a toy-sized model")]
+    assert len(toy) == 1 and "say little about the real one" in toy[0]
