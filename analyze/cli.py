@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import webbrowser
 from pathlib import Path
 
 import click
@@ -11,9 +10,12 @@ import click
 from analyze.cliutil import CONTEXT_SETTINGS, InputError, version_option
 from analyze.discover import OUTPUT_DIR
 from analyze.errors import AnalyzeError
+from analyze.parse import DEFAULT_MAX_TRACE_MB
 from analyze.stagemap import combine
-from analyze.tables import analyze_paths, write_tables
-from analyze.terminal import format_summary
+
+# Start-up is part of every run's time (a single trace takes well under a second), so each path
+# imports only what it uses: pandas and the tables here, rich for the summary unless --quiet,
+# plotly, Jinja2 and HTA only with --html.
 
 EXAMPLES = """
 \b
@@ -58,6 +60,10 @@ def default_out_dir(first: Path) -> Path:
                    "become stage NAME (repeatable; replaces the built-in labels).")  # fmt: skip
 @click.option("--stage-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help='TOML file with a [stages] table of NAME = "REGEX" (after any --stage).')  # fmt: skip
+@click.option("--max-trace-mb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_TRACE_MB,
+              show_default=True,
+              help="Refuse (skip, with a warning) a trace larger than this uncompressed; a .json.gz is "
+                   "inflated as a stream and refused as soon as it passes the limit.")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary; warnings only.")
 def main(
     paths: tuple[Path, ...],
@@ -68,6 +74,7 @@ def main(
     jobs: int,
     stages: tuple[str, ...],
     stage_map: Path | None,
+    max_trace_mb: float,
     quiet: bool,
 ) -> None:
     """Attribute the work in Kineto traces to stages and write tables.
@@ -75,16 +82,24 @@ def main(
     PATH is a run folder made by `capture`, a folder of run folders, or a single
     .json/.json.gz trace (any torch.profiler trace; use --stage for its ranges).
     """
+    from analyze.tables import analyze_paths, write_tables
+
     try:
         mapping = combine(stages, stage_map)
         tables, warnings = analyze_paths(
-            list(paths), stage_map=mapping, jobs=jobs, progress=not quiet and sys.stderr.isatty()
+            list(paths),
+            stage_map=mapping,
+            jobs=jobs,
+            progress=not quiet and sys.stderr.isatty(),
+            max_trace_mb=max_trace_mb,
         )
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
         out_dir = out if out is not None else default_out_dir(paths[0])
         write_tables(tables, out_dir)
         if not quiet:
+            from analyze.terminal import format_summary
+
             click.echo(format_summary(tables))
             click.echo(f"\ntables: {out_dir}/{{runs,samples,stages,tokens,ops}}.parquet")
         if html or open_report:
@@ -95,8 +110,13 @@ def main(
             report = write_report(tables, hta, out_dir / "report.html")
             click.echo(f"report: {report}")
             if open_report:
+                import webbrowser
+
                 webbrowser.open(Path(report).resolve().as_uri())
     except AnalyzeError as exc:
-        for warning in getattr(exc, "warnings", []):
+        warnings = getattr(exc, "warnings", [])
+        if len(paths) == 1 and Path(paths[0]).is_file():  # the error quotes the one reason
+            warnings = [w for w in warnings if not w.endswith(" - skipped")]
+        for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
         raise InputError(str(exc)) from None

@@ -8,6 +8,7 @@ warning and skipped.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 from collections.abc import Iterator, Sequence
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm import tqdm
 
 from analyze.contract import TABLE_SCHEMAS, RunManifest
 from analyze.discover import RunInput, discover, sample_id
@@ -68,7 +68,9 @@ def run_model(manifest: RunManifest | None) -> str:
     return manifest.model.name or str(manifest.config.get("model") or "")
 
 
-def _tasks(runs: Sequence[RunInput], stage_map: StageMap | None) -> list[TraceTask]:
+def _tasks(
+    runs: Sequence[RunInput], stage_map: StageMap | None, max_bytes: int | None = None
+) -> list[TraceTask]:
     tasks = []
     for run in runs:
         model = run_model(run.manifest)
@@ -83,6 +85,7 @@ def _tasks(runs: Sequence[RunInput], stage_map: StageMap | None) -> list[TraceTa
                     order=order,
                     manifest_index=indices.get(path.name),
                     stage_map=stage_map,
+                    max_bytes=max_bytes,
                 )
             )
     return tasks
@@ -117,8 +120,18 @@ def _return_freed_memory() -> None:
         _TRIM(0)
 
 
+class _NoBar(contextlib.nullcontext):
+    def update(self) -> None:
+        pass
+
+
 def _results(tasks: list[TraceTask], jobs: int, progress: bool) -> Iterator[TraceTables | str]:
-    bar = tqdm(total=len(tasks), unit="trace", file=sys.stderr, disable=not progress, leave=False)
+    if progress:  # tqdm's import is start-up time that runs without a terminal skip
+        from tqdm import tqdm
+
+        bar: Any = tqdm(total=len(tasks), unit="trace", file=sys.stderr, leave=False)
+    else:
+        bar = _NoBar()
     with bar:
         if jobs <= 1 or len(tasks) <= 1:
             for task in tasks:
@@ -174,14 +187,22 @@ def _concat(frames: list[pd.DataFrame], table: str) -> pd.DataFrame:
 
 
 def analyze_paths(
-    paths: Sequence[Path], *, stage_map: StageMap | None = None, jobs: int = 1, progress: bool = False
+    paths: Sequence[Path],
+    *,
+    stage_map: StageMap | None = None,
+    jobs: int = 1,
+    progress: bool = False,
+    max_trace_mb: float | None = None,
 ) -> tuple[Tables, list[str]]:
     """Analyse the runs under ``paths``; returns the tables and warnings (skipped traces, ...).
 
-    Raises AnalyzeError when a path is missing or holds no traces, or no trace could be read.
+    ``max_trace_mb``: a trace larger than this uncompressed is skipped with a warning (default:
+    parse.DEFAULT_MAX_TRACE_MB). Raises AnalyzeError when a path is missing or holds no traces,
+    or no trace could be read.
     """
     runs, warnings = discover(paths)
-    tasks = _tasks(runs, stage_map)
+    max_bytes = None if max_trace_mb is None else int(max_trace_mb * 1_000_000)
+    tasks = _tasks(runs, stage_map, max_bytes)
     read: dict[str, list[TraceTables]] = {run.run_id: [] for run in runs}
     skipped: dict[str, int] = dict.fromkeys(read, 0)
     reasons: list[str] = []
@@ -192,6 +213,7 @@ def analyze_paths(
             skipped[task.run_id] += 1
         else:
             read[task.run_id].append(result)
+            warnings.extend(result.warnings)
     if not any(read.values()):
         raise NothingReadable(
             f"none of the {len(tasks)} trace files could be read; first: {reasons[0]}", warnings

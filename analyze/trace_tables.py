@@ -43,6 +43,7 @@ class TraceTask:
     order: int  # position of the trace in its run: the sample index when no label gives one
     manifest_index: int | None  # the index run.json gives this trace, if any
     stage_map: StageMap | None
+    max_bytes: int | None = None  # refuse a trace larger than this uncompressed (parse's default)
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,12 @@ class TraceTables:
     ops: pd.DataFrame
     gpu_name: str
     has_gpu: bool
+    warnings: tuple[str, ...] = ()  # what reading the trace dropped (parse.Trace.warnings)
 
 
 def analyze_trace(task: TraceTask) -> TraceTables:
     """Parse and attribute one trace file; raises AnalyzeError when it cannot be read."""
-    trace = read_trace(task.path)
+    trace = read_trace(task.path, task.max_bytes)
     attr = attribute(trace, task.stage_map)
     return trace_tables(trace, attr, task)
 
@@ -246,4 +248,5 @@ def trace_tables(trace: Trace, attr: Attribution, task: TraceTask) -> TraceTable
         ops=_keyed(task, ops),
         gpu_name=trace.gpu_name,
         has_gpu=len(attr.dev_index) > 0,
+        warnings=trace.warnings,
     )
