@@ -190,6 +190,10 @@ class SampleOutcome(msgspec.Struct, kw_only=True):
     host: str = ""
     rank: int = 0
     device: str = ""
+    # Off the sample loop's critical path (capture.exporter): writing the trace whole (Kineto's
+    # JSON plus gzip) and the accounting check (analysing it), in ms; None in older run.json files.
+    export_ms: float | None = None
+    check_ms: float | None = None
 
 
 class Mismatch(msgspec.Struct):

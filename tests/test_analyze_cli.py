@@ -289,7 +289,8 @@ def test_json_that_is_no_trace_given_alone_is_one_line(tmp_path: Path, content: 
 
 def test_json_that_is_no_trace_in_a_run_folder_is_skipped_with_a_warning(run_dir: Path) -> None:
     """A dataset's instruction JSON copied into a run folder is no 3rd sample (issue 10, item 6)."""
-    instructions = [{"id": "c1", "event_data": "seq/0.npy", "conversations": [{"from": "human", "value": "?"}]}]
+    turn = {"from": "human", "value": "?"}
+    instructions = [{"id": "c1", "event_data": "seq/0.npy", "conversations": [turn]}]
     (run_dir / "instructions.json").write_text(json.dumps(instructions))
     result = _run(run_dir)
     assert result.exit_code == 0, result.output
@@ -342,7 +343,8 @@ def test_start_up_imports_only_what_the_path_needs(tmp_path: Path) -> None:
         "print(' '.join(bad))"
     )
     def imported(*args: str) -> set[str]:
-        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
+        cmd = [sys.executable, "-c", code, *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
         return set(done.stdout.split()[-1:] and done.stdout.strip().splitlines()[-1].split())
     assert imported("--help") <= {"numpy"}  # numpy: parse's default --max-trace-mb

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from kineto_builders import vlm_trace
 
-from analyze.errors import AnalyzeError
 from analyze import parse
+from analyze.errors import AnalyzeError
 from analyze.parse import Trace, read_trace
 from benchmarks.kineto import KinetoTrace
 
@@ -180,13 +180,16 @@ def _busy_trace() -> KinetoTrace:
     t = vlm_trace()
     for k in range(150):
         t.op(f"aten::op{k % 7}", 1000 + 3 * k, 1001 + 3 * k, external_id=900 + k)
-        t.launch(1000 + 3 * k, 1001 + 3 * k, 1002 + 3 * k, stream=7 + k % 2, link="flow" if k % 3 else "correlation")
+        link = "flow" if k % 3 else "correlation"
+        t.launch(1000 + 3 * k, 1001 + 3 * k, 1002 + 3 * k, stream=7 + k % 2, link=link)
     return t
 
 
 @pytest.mark.parametrize("piece", [64, 300, 4096])
 @pytest.mark.parametrize("suffix", [".json", ".json.gz"])
-def test_small_pieces_read_the_same_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int, suffix: str) -> None:
+def test_small_pieces_read_the_same_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int, suffix: str
+) -> None:
     path = _busy_trace().write(tmp_path / f"t{suffix}")
     whole = _columns(read_trace(path))
     monkeypatch.setattr(parse, "PIECE_BYTES", piece)
@@ -267,7 +270,8 @@ def test_events_with_bad_numbers_are_dropped_and_counted(tmp_path: Path) -> None
     """A negative or non-numeric dur, a missing or non-numeric ts: dropped, said once (issue 10, item 9)."""
     events = [
         {"ph": "X", "cat": "user_annotation", "name": "sample#0", "pid": 1, "tid": 1, "ts": 0, "dur": 100},
-        {"ph": "X", "cat": "user_annotation", "name": "stage1:load", "pid": 1, "tid": 1, "ts": 10, "dur": -50},
+        {"ph": "X", "cat": "user_annotation", "name": "stage1:load", "pid": 1, "tid": 1, "ts": 10,
+         "dur": -50},
         {"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": "soon", "dur": 5},
         {"ph": "X", "cat": "cpu_op", "name": "b", "pid": 1, "tid": 1, "dur": 5},
         {"ph": "X", "cat": "cpu_op", "name": "c", "pid": 1, "tid": 1, "ts": 20, "dur": "long"},
