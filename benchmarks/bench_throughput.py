@@ -53,6 +53,23 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _timed(obj: object, methods: tuple[str, ...]) -> dict[str, float]:
+    """Wrap ``obj``'s methods so that their total wall time (s) accumulates in the returned dict."""
+    spent = dict.fromkeys(methods, 0.0)
+    for name in methods:
+        real = getattr(obj, name)
+
+        def timed(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return _real(*args, **kw)
+            finally:
+                spent[_name] += time.perf_counter() - t0
+
+        setattr(obj, name, timed)
+    return spent
+
+
 def old_path_costs(cap: Capture, first_index: int, n: int, work: Path) -> dict[str, float | None]:
     """Median ms of the old critical-path steps on ``n`` extra profiled samples: torch's own
     ``.json.gz`` export (level 9, through the system temp folder) and the check re-reading it."""
@@ -96,6 +113,7 @@ def measure_size(
         run_dir.mkdir()
         folder = RunFolder.create(run_dir, "run", cfg.to_json())
         cap = Capture(cfg, folder, adapter, dataset)
+        phases = _timed(cap, ("warmup", "_verify"))
         t0 = time.perf_counter()
         cap.run()
         wall_s = time.perf_counter() - t0
@@ -109,6 +127,7 @@ def measure_size(
     ]
     gen_s = sum(gen) / 1e3
     loop_s = wall_s - sum(total) / 1e3  # warm-up, handing traces over, run.json, verification
+    between_ms = (loop_s - phases["warmup"] - phases["_verify"]) * 1e3 / max(len(done), 1)
     ratio = wall_s / gen_s if gen_s else float("nan")
     median_gen = _median(gen) or float("nan")
     old_extra = (old["export_ms"] or 0.0) + (old["check_ms"] or 0.0)
@@ -134,6 +153,11 @@ def measure_size(
             "check_background": _median([s.check_ms for s in done if s.check_ms is not None]),
         },
         "loop_outside_samples_s": loop_s,
+        "warmup_s": phases["warmup"],
+        "verification_s": phases["_verify"],
+        # Per sample, outside its profiled span: handing the trace over, run.json, the next sample's
+        # hooks; the drain of the last traces is spread over the samples too.
+        "between_samples_ms": between_ms,
         "trace_mb_median": _median(trace_mb),
         "gzip_level": GZIP_LEVEL,
         "old_path_ms": old,
@@ -160,8 +184,9 @@ def format_result(res: dict[str, Any]) -> str:
             f"  per sample (median ms): generate {m['generate']:.0f}, load {m['load']:.1f}, preprocess "
             f"{m['preprocess']:.1f}, rest of the profiled sample {m['rest_of_profiled_sample']:.1f}; in the "
             f"background: export {m['export_background']:.0f}, check {m['check_background']:.0f}",
-            "  loop outside the samples (warm-up, verification, run.json): "
-            f"{r['loop_outside_samples_s']:.1f} s",
+            f"  outside the samples: warm-up {r['warmup_s']:.1f} s, verification "
+            f"{r['verification_s']:.1f} s, "
+            f"between samples {r['between_samples_ms']:.1f} ms each (handing traces over, run.json)",
             f"  the old path on the critical path (median ms): torch .gz export {old['export_ms']:.0f}, "
             f"check re-reading it {old['check_ms']:.0f} = {r['old_path_extra_over_generate']:.2f}x a "
             "generate()",
