@@ -20,6 +20,7 @@ records them, and only then stops.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -43,6 +44,7 @@ from analyze.files import tmp_path, write_atomic
 # uses, for files about a third larger; every gzip reader (analyze, HTA, Perfetto) opens them.
 GZIP_LEVEL = 1
 MAX_IN_FLIGHT = 2  # sessions waiting or being written before the loop waits for them
+_WORKER_LIVES = 3  # a worker that dies this often is not started again
 _COPY_BYTES = 1 << 20
 
 
@@ -121,11 +123,14 @@ def serve() -> None:
 
 
 class _Worker:
-    """The worker process, started on first use; None results mean it is gone."""
+    """The worker process, started on first use and kept for the process's later runs; a None
+    result means it is gone (and the caller does the work itself)."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._failed = False
+        self._deaths = 0
+        self._lock = threading.Lock()  # one job at a time, whichever exporter sends it
         self._decode = msgspec.json.Decoder(Finished).decode
         self._encode = msgspec.json.Encoder().encode
 
@@ -148,22 +153,28 @@ class _Worker:
         return self._proc
 
     def run(self, job: _Job) -> Finished | None:
-        proc = self._start()
-        if proc is None or proc.stdin is None or proc.stdout is None:
+        with self._lock:
+            proc = self._start()
+            if proc is None or proc.stdin is None or proc.stdout is None:
+                return None
+            try:
+                proc.stdin.write(self._encode(job) + b"\n")
+                proc.stdin.flush()
+                line = proc.stdout.readline()
+                if line:
+                    return self._decode(line)
+            except (OSError, ValueError, msgspec.DecodeError):
+                pass
+            self._stop()  # died (killed, out of memory): the thread takes over this job
+            self._deaths += 1
+            self._failed = self._deaths >= _WORKER_LIVES  # and later ones, if it keeps dying
             return None
-        try:
-            proc.stdin.write(self._encode(job) + b"\n")
-            proc.stdin.flush()
-            line = proc.stdout.readline()
-            if line:
-                return self._decode(line)
-        except (OSError, ValueError, msgspec.DecodeError):
-            pass
-        self.stop()  # died (killed, out of memory): the thread takes over
-        self._failed = True
-        return None
 
     def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -175,6 +186,19 @@ class _Worker:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+_WORKER: _Worker | None = None
+
+
+def _shared_worker() -> _Worker:
+    """The process's one worker (its start-up, imports included, is paid once per process); it
+    ends when this process exits, or when its stdin closes because this process was killed."""
+    global _WORKER
+    if _WORKER is None:
+        _WORKER = _Worker()
+        atexit.register(_WORKER.stop)
+    return _WORKER
 
 
 @dataclass
@@ -199,7 +223,7 @@ class Exporter:
 
     def __init__(self, max_in_flight: int = MAX_IN_FLIGHT, *, use_worker: bool = True) -> None:
         self.max_in_flight = max_in_flight
-        self._worker = _Worker() if use_worker else None
+        self._worker = _shared_worker() if use_worker else None
         self._queue: deque[Export] = deque()
         self._done: deque[Export] = deque()
         self._in_flight = 0
@@ -230,13 +254,11 @@ class Exporter:
         return self.finished()
 
     def close(self) -> None:
-        """Let the thread finish what it holds, then end it and the worker."""
+        """Let the thread finish what it holds, then end it (the worker stays for later runs)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         self._thread.join()
-        if self._worker is not None:
-            self._worker.stop()
 
     def _loop(self) -> None:
         while True:

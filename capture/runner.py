@@ -3,8 +3,9 @@
 Per sample: ``sample#i`` > ``stage1:load`` (dataset), ``stage2:preprocess`` (adapter), then the
 model's ordinary ``generate()`` inside ``stage4:generate``, where forward hooks label vision and
 every step. In decoupled mode the vision encoder runs first, outside ``stage4:generate``. Each
-sample's trace and the manifest are written atomically, so a failure or Ctrl-C loses nothing
-already captured.
+sample's trace is written and checked in the background (capture.exporter) while the next sample
+runs, and the sample is recorded in the manifest once its trace is whole; both are written
+atomically, so a failure or Ctrl-C loses nothing already captured.
 """
 
 from __future__ import annotations
@@ -298,6 +299,7 @@ class Capture:
         timing = manifest.verification.timing
         if timing is not None and timing.ok is False:
             manifest.warnings = [*manifest.warnings, timing_warning(timing, manifest.env)]
+        result.failed.sort()  # traces finish in the background, after later samples' errors
         manifest.status = "failed" if result.failed or manifest.verification.failed() else "complete"
         folder.save()
         return result

@@ -12,7 +12,7 @@ import pytest
 from kineto_builders import vlm_trace
 
 from analyze.files import tmp_files
-from capture.exporter import Export, Exporter, Finished, finish_trace, gzip_file
+from capture.exporter import Export, Exporter, Finished, _Worker, finish_trace, gzip_file
 
 
 def _save_vlm(path: Path) -> None:
@@ -78,6 +78,7 @@ def test_a_failed_save_or_check_is_the_samples_error_and_leaves_nothing(tmp_path
 
 def test_the_thread_takes_over_when_the_worker_dies(tmp_path: Path) -> None:
     exporter = Exporter()
+    exporter._worker = _Worker()  # not the process's shared one
     try:
         first, second = _exports(tmp_path, 2)
         exporter.submit(first)
@@ -90,6 +91,23 @@ def test_the_thread_takes_over_when_the_worker_dies(tmp_path: Path) -> None:
         exporter.close()
     assert done.result.error is None and done.result.accounting.ok
     assert done.path.exists() and tmp_files(tmp_path) == []
+    assert exporter._worker._proc is None  # the next job starts a new one
+    exporter._worker.stop()
+
+
+def test_one_worker_serves_every_run_of_a_process(tmp_path: Path) -> None:
+    pids = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        exporter = Exporter()
+        try:
+            exporter.submit(_exports(tmp_path / run, 1)[0])
+            exporter.drain()
+            pids.append(exporter._worker._proc.pid)
+        finally:
+            exporter.close()
+    assert pids[0] == pids[1]
+    assert (tmp_path / "b" / "sample-00000.pt.trace.json.gz").exists()
 
 
 def test_submit_waits_while_the_exports_in_flight_are_at_the_limit(tmp_path: Path) -> None:
