@@ -31,13 +31,13 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "events": ("bench_events.py", [], ["--events", "300000", "--repeats", "2"]),
     "capture": (
         "bench_capture.py",
-        ["--budget-s", "40", "--rounds", "6"],
+        ["--budget-s", "30", "--rounds", "5"],
         ["--sizes", "256x2", "--rounds", "2", "--tokens", "8"],
     ),
     "throughput": ("bench_throughput.py", [], ["--sizes", "256x2", "--samples", "6", "--tokens", "4"]),
     "analyze": (
         "bench_analyze.py",
-        ["--n", "6"],
+        ["--n", "6", "--rounds", "4"],
         [
             *("--n", "3", "--mb", "10", "--single-mb", "2", "--repeats", "1"),
             *("--rounds", "1", "--rounds-large", "1"),
