@@ -218,7 +218,7 @@ class Exporter:
 
     ``submit`` hands over a finished session (waiting while MAX_IN_FLIGHT are in flight),
     ``finished`` returns the exports done so far without waiting, ``drain`` waits for all of
-    them, ``close`` ends the thread and the worker.
+    them, ``close`` ends the thread (the process's worker stays for its later runs).
     """
 
     def __init__(self, max_in_flight: int = MAX_IN_FLIGHT, *, use_worker: bool = True) -> None:
