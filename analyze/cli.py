@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import webbrowser
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,8 +11,12 @@ import click
 from analyze.cliutil import CONTEXT_SETTINGS, InputError, version_option
 from analyze.discover import OUTPUT_DIR
 from analyze.errors import AnalyzeError
+from analyze.parse import DEFAULT_MAX_TRACE_MB
 from analyze.stagemap import combine
-from analyze.terminal import format_summary
+
+# Start-up is part of every run's time (a single trace takes well under a second), so each path
+# imports only what it uses: pandas and the tables here, rich for the summary unless --quiet,
+# plotly, Jinja2 and HTA only with --html.
 
 if TYPE_CHECKING:
     from analyze.incremental import AnalysisResult
@@ -77,6 +80,10 @@ def default_out_dir(first: Path) -> Path:
                    "become stage NAME (repeatable; replaces the built-in labels).")  # fmt: skip
 @click.option("--stage-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help='TOML file with a [stages] table of NAME = "REGEX" (after any --stage).')  # fmt: skip
+@click.option("--max-trace-mb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_TRACE_MB,
+              show_default=True,
+              help="Refuse (skip, with a warning) a trace larger than this uncompressed; a .json.gz is "
+                   "inflated as a stream and refused as soon as it passes the limit.")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary; warnings only.")
 def main(
     paths: tuple[Path, ...],
@@ -89,6 +96,7 @@ def main(
     fresh: bool,
     stages: tuple[str, ...],
     stage_map: Path | None,
+    max_trace_mb: float,
     quiet: bool,
 ) -> None:
     """Attribute the work in Kineto traces to stages and write tables.
@@ -110,6 +118,7 @@ def main(
             scheduler=scheduler,
             fresh=fresh,
             progress=not quiet and sys.stderr.isatty(),
+            max_trace_mb=max_trace_mb,
         )
         for warning in done.warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -119,6 +128,8 @@ def main(
         needed = None if report_wanted else ("runs", "samples", "stages", "tokens")  # no ops for the summary
         tables = read_snapshot(done.snapshot, needed)
         if not quiet:
+            from analyze.terminal import format_summary
+
             click.echo(format_summary(tables))
             click.echo(f"\n{traces_line(done)}")
             click.echo(f"tables: {out_dir}/tables/{{runs,samples,stages,tokens,ops}}/ (Parquet, by run_id)")
@@ -130,8 +141,13 @@ def main(
             report = write_report(tables, hta, out_dir / "report.html")
             click.echo(f"report: {report}")
             if open_report:
+                import webbrowser
+
                 webbrowser.open(Path(report).resolve().as_uri())
     except AnalyzeError as exc:
-        for warning in getattr(exc, "warnings", []):
+        warnings = getattr(exc, "warnings", [])
+        if len(paths) == 1 and Path(paths[0]).is_file():  # the error quotes the one reason
+            warnings = [w for w in warnings if not w.endswith(" - skipped")]
+        for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
         raise InputError(str(exc)) from None

@@ -26,5 +26,16 @@ class InputError(click.ClickException):
 
 
 def version_option(command: str) -> Callable[[Any], Any]:
-    """``--version``: prints ``<command>, version X`` and exits."""
-    return click.version_option(package_version(), "--version", package_name=DISTRIBUTION, prog_name=command)
+    """``--version``: prints ``<command>, version X`` and exits.
+
+    The version is looked up only when asked for (reading package metadata costs start-up time)."""
+
+    def show(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value and not ctx.resilient_parsing:
+            click.echo(f"{command}, version {package_version()}")
+            ctx.exit()
+
+    return click.option(
+        "--version", is_flag=True, expose_value=False, is_eager=True, callback=show,
+        help=f"Show the {DISTRIBUTION} version and exit.",
+    )  # fmt: skip

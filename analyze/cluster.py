@@ -11,15 +11,13 @@ flight at once, so neither this process nor the scheduler holds a task per trace
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from analyze.errors import AnalyzeError, first_line
 from analyze.incremental import JobResult, Skipped, TraceJob, code_key, trace_job
+from analyze.workers import progress_bar
 
 CONNECT_TIMEOUT_S = 10
 WORKERS_TIMEOUT_S = 30
@@ -134,7 +132,7 @@ def run_jobs(scheduler: str, jobs: Sequence[TraceJob], progress: bool, *, code: 
         upcoming = iter(range(len(jobs)))
         first = [submit(i) for _, i in zip(range(window), upcoming, strict=False)]
         pending = as_completed(first, loop=client.loop)
-        bar = tqdm(total=len(jobs), unit="trace", file=sys.stderr, disable=not progress, leave=False)
+        bar = progress_bar(len(jobs), progress)
         with bar:
             for future in pending:
                 i = position.pop(future.key)

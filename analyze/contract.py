@@ -157,7 +157,8 @@ ANALYSIS_SCHEMA = "stagetrace.analysis/1"
 # The reuse index: which trace file each trace's rows came from, so that a later ``analyze`` into the
 # same folder reuses the rows of every unchanged trace. A trace is unchanged when path, size_bytes,
 # mtime_ns and head_tail_hash (BLAKE2b-128 of its first and last 64 KiB) are the same and so is
-# task_key (what else decides its rows: run, sample, model, order, stage map, the analysis code).
+# task_key (what else decides its rows: run, sample, model, order, stage map, run.json's facts of the
+# sample, the analysis code).
 INDEX_SCHEMA: dict[str, str] = {
     "path": STR,  # the trace file, absolute
     "size_bytes": INT,
@@ -176,6 +177,7 @@ INDEX_SCHEMA: dict[str, str] = {
     "rows_tokens": INT,
     "rows_ops": INT,
     "analysed": STR,  # UTC time the rows were computed (kept when reused)
+    "warnings": STR,  # what reading the trace dropped (parse), one per line; "" for none
 }
 
 
@@ -190,7 +192,7 @@ class AnalysisSnapshot(msgspec.Struct, kw_only=True):
 
     schema: str = ANALYSIS_SCHEMA
     created: str = ""
-    stagetrace: str = ""  # the version that wrote it
+    code: str = ""  # the analysis code that computed the rows (incremental.code_key(); "" if unknown)
     runs: list[SnapshotRun] = []
     rows: dict[str, int] = {}  # table -> number of rows
     analysed: int = 0  # traces analysed for this snapshot
@@ -304,6 +306,10 @@ class SampleOutcome(msgspec.Struct, kw_only=True):
     peak_mem_mb: float | None = None  # CUDA: peak allocated; CPU: peak RSS growth; MiB
     input_files: list[str] = []  # the dataset files read, relative to the dataset folder
     seed: int | None = None  # the seed generate() drew with (sampled runs only)
+    # Off the sample loop's critical path (capture.exporter): writing the trace whole (Kineto's
+    # JSON plus gzip) and the accounting check (analysing it), in ms; None in older run.json files.
+    export_ms: float | None = None
+    check_ms: float | None = None
 
 
 class Mismatch(msgspec.Struct):

@@ -17,16 +17,12 @@ import functools
 import hashlib
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm import tqdm
 
 from analyze import store
 from analyze.contract import INDEX_SCHEMA, TABLE_SCHEMAS, AnalysisSnapshot, SnapshotRun
@@ -41,6 +37,7 @@ from analyze.tables import (
     trace_tasks,
 )
 from analyze.trace_tables import TraceTask, analyze_trace
+from analyze.workers import map_traces
 
 HASH_SPAN = 64 * 1024  # bytes hashed at each end of a trace file
 # The modules whose code decides a trace's rows: a change to any of them invalidates reuse.
@@ -189,6 +186,7 @@ def trace_job(job: TraceJob) -> JobResult:
                 "rows_tokens",
                 "rows_ops",
                 "analysed",
+                "warnings",
             )
             return Done({**row, **{k: prev[k] for k in keep}}, reused=True)
     except OSError as exc:
@@ -212,31 +210,18 @@ def trace_job(job: TraceJob) -> JobResult:
     except OSError as exc:
         raise OutputError(store.cannot_write(job.snapshot.parent.parent, exc)) from None
     return Done(
-        {**row, "gpu_name": result.gpu_name, "has_gpu": result.has_gpu, **counts, "analysed": store.now_iso()}
+        {
+            **row,
+            "gpu_name": result.gpu_name,
+            "has_gpu": result.has_gpu,
+            **counts,
+            "analysed": store.now_iso(),
+            "warnings": "\n".join(result.warnings),
+        }
     )
 
 
 # ---------------------------------------------------------------------------------- execution
-def run_local(jobs: Sequence[TraceJob], processes: int, progress: bool) -> Iterator[JobResult]:
-    """The jobs' results in order, run here (``processes`` 1) or in a process pool."""
-    bar = tqdm(total=len(jobs), unit="trace", file=sys.stderr, disable=not progress, leave=False)
-    with bar:
-        if processes <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                yield trace_job(job)
-                bar.update()
-            return
-        try:
-            with ProcessPoolExecutor(max_workers=min(processes, len(jobs))) as pool:
-                for result in pool.map(trace_job, jobs):
-                    yield result
-                    bar.update()
-        except BrokenProcessPool:
-            raise AnalyzeError(
-                f"a --jobs {processes} worker process died (out of memory?); retry with fewer jobs"
-            ) from None
-
-
 @dataclass
 class AnalysisResult:
     """What ``analyze_into`` did: the snapshot it made current, and the counts for the summary."""
@@ -262,15 +247,18 @@ def analyze_into(
     scheduler: str | None = None,
     fresh: bool = False,
     progress: bool = False,
+    max_trace_mb: float | None = None,
 ) -> AnalysisResult:
     """Analyse the runs under ``paths`` into ``out_dir``'s tables, reusing unchanged traces' rows
     (all recomputed with ``fresh``); per-trace work on the Dask cluster at ``scheduler`` if given,
-    else in ``jobs`` local processes. The new set of tables replaces the old one atomically: on any
+    else in ``jobs`` local processes. A trace larger than ``max_trace_mb`` uncompressed is refused
+    (skipped with a warning). The new set of tables replaces the old one atomically: on any
     error (AnalyzeError, one line) the old set stays as it was.
     """
     runs, warnings = discover(paths)
     partitions = {run.run_id: store.partition_name(run.run_id) for run in runs}
-    tasks = trace_tasks(runs, stage_map)
+    max_bytes = None if max_trace_mb is None else int(max_trace_mb * 1_000_000)
+    tasks = trace_tasks(runs, stage_map, max_bytes)
     out_dir = Path(out_dir).absolute()  # workers elsewhere (Dask) have another working directory
     previous_dir = None if fresh else store.current_snapshot(out_dir)
     previous = _previous_rows(previous_dir)
@@ -280,7 +268,7 @@ def analyze_into(
 
         runner = functools.partial(cluster.run_jobs, scheduler, code=code_key())
     else:
-        runner = lambda js, bar: run_local(js, jobs, bar)  # noqa: E731
+        runner = lambda js, bar: map_traces(trace_job, js, jobs, bar)  # noqa: E731
     snapshot = store.Snapshot.create(out_dir)
     try:
         todo = [
@@ -312,6 +300,7 @@ def analyze_into(
                 skipped[job.task.run_id] += 1
                 continue
             done[job.task.run_id].append(result.row)
+            warnings.extend(w for w in str(result.row.get("warnings") or "").split("\n") if w)
             reused += result.reused
         if not any(done.values()):
             raise NothingReadable(
@@ -336,7 +325,7 @@ def analyze_into(
         )
         snapshot.commit(
             AnalysisSnapshot(
-                stagetrace=store._version(),
+                code=code_key(),
                 runs=[
                     SnapshotRun(run_id=r.run_id, partition=partitions[r.run_id], traces=len(done[r.run_id]))
                     for r in runs

@@ -19,7 +19,6 @@ leaves the old set in place and its own unfinished snapshot to be removed.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import shutil
@@ -362,7 +361,6 @@ def write_tables(tables: Tables, out_dir: Path) -> list[Path]:
         counts = tables.samples[PARTITION_KEY].value_counts()
         snapshot.commit(
             AnalysisSnapshot(
-                stagetrace=_version(),
                 runs=[
                     SnapshotRun(run_id=r, partition=partitions[r], traces=int(counts.get(r, 0)))
                     for r in order
@@ -379,9 +377,3 @@ def write_tables(tables: Tables, out_dir: Path) -> list[Path]:
     return [out_dir / TABLES_LINK / t for t in TABLE_NAMES]
 
 
-def _version() -> str:
-    from importlib import metadata
-
-    with contextlib.suppress(metadata.PackageNotFoundError):
-        return metadata.version("stagetrace")
-    return ""

@@ -9,22 +9,19 @@ warning and skipped.
 from __future__ import annotations
 
 import ctypes
-import sys
-from collections.abc import Collection, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import pandas as pd
-from tqdm import tqdm
 
 from analyze.contract import TABLE_SCHEMAS, RunManifest
 from analyze.discover import RunInput, discover, sample_id
 from analyze.errors import AnalyzeError
 from analyze.stagemap import StageMap
 from analyze.trace_tables import SampleFacts, TraceTables, TraceTask, analyze_trace
+from analyze.workers import map_traces
 
 
 class NothingReadable(AnalyzeError):
@@ -67,8 +64,11 @@ def run_model(manifest: RunManifest | None) -> str:
     return manifest.model.name or str(manifest.config.get("model") or "")
 
 
-def trace_tasks(runs: Sequence[RunInput], stage_map: StageMap | None) -> list[TraceTask]:
-    """One task per trace of ``runs``, in run order and then trace order."""
+def trace_tasks(
+    runs: Sequence[RunInput], stage_map: StageMap | None, max_bytes: int | None = None
+) -> list[TraceTask]:
+    """One task per trace of ``runs``, in run order and then trace order; ``max_bytes`` refuses
+    a trace larger than that uncompressed (``--max-trace-mb``)."""
     tasks = []
     for run in runs:
         model = run_model(run.manifest)
@@ -85,6 +85,7 @@ def trace_tasks(runs: Sequence[RunInput], stage_map: StageMap | None) -> list[Tr
                     manifest_index=outcome.index if outcome else None,
                     stage_map=stage_map,
                     outcome=SampleFacts.of(outcome) if outcome else None,
+                    max_bytes=max_bytes,
                 )
             )
     return tasks
@@ -117,25 +118,6 @@ def return_freed_memory() -> None:
     trace's worth however many are read (glibc otherwise keeps the fragmented heap)."""
     if _TRIM is not None:
         _TRIM(0)
-
-
-def _results(tasks: list[TraceTask], jobs: int, progress: bool) -> Iterator[TraceTables | str]:
-    bar = tqdm(total=len(tasks), unit="trace", file=sys.stderr, disable=not progress, leave=False)
-    with bar:
-        if jobs <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                yield safe_analyze(task)
-                bar.update()
-            return
-        try:
-            with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
-                for result in pool.map(safe_analyze, tasks):
-                    yield result
-                    bar.update()
-        except BrokenProcessPool:
-            raise AnalyzeError(
-                f"a --jobs {jobs} worker process died (out of memory?); retry with fewer jobs"
-            ) from None
 
 
 # run.json config keys of the settings users compare, with the value a run that predates them had.
@@ -221,24 +203,33 @@ def _concat(frames: list[pd.DataFrame], table: str) -> pd.DataFrame:
 
 
 def analyze_paths(
-    paths: Sequence[Path], *, stage_map: StageMap | None = None, jobs: int = 1, progress: bool = False
+    paths: Sequence[Path],
+    *,
+    stage_map: StageMap | None = None,
+    jobs: int = 1,
+    progress: bool = False,
+    max_trace_mb: float | None = None,
 ) -> tuple[Tables, list[str]]:
     """Analyse the runs under ``paths``; returns the tables and warnings (skipped traces, ...).
 
-    Raises AnalyzeError when a path is missing or holds no traces, or no trace could be read.
+    ``max_trace_mb``: a trace larger than this uncompressed is skipped with a warning (default:
+    parse.DEFAULT_MAX_TRACE_MB). Raises AnalyzeError when a path is missing or holds no traces,
+    or no trace could be read.
     """
     runs, warnings = discover(paths)
-    tasks = trace_tasks(runs, stage_map)
+    max_bytes = None if max_trace_mb is None else int(max_trace_mb * 1_000_000)
+    tasks = trace_tasks(runs, stage_map, max_bytes)
     read: dict[str, list[TraceTables]] = {run.run_id: [] for run in runs}
     skipped: dict[str, int] = dict.fromkeys(read, 0)
     reasons: list[str] = []
-    for task, result in zip(tasks, _results(tasks, jobs, progress), strict=True):
+    for task, result in zip(tasks, map_traces(safe_analyze, tasks, jobs, progress), strict=True):
         if isinstance(result, str):
             reasons.append(result)
             warnings.append(f"{result} - skipped")
             skipped[task.run_id] += 1
         else:
             read[task.run_id].append(result)
+            warnings.extend(result.warnings)
     if not any(read.values()):
         raise NothingReadable(
             f"none of the {len(tasks)} trace files could be read; first: {reasons[0]}", warnings

@@ -75,6 +75,7 @@ class TraceTask:
     manifest_index: int | None  # the index run.json gives this trace, if any
     stage_map: StageMap | None
     outcome: SampleFacts | None = None  # what run.json records of this trace's sample, if any
+    max_bytes: int | None = None  # refuse a trace larger than this uncompressed (parse's default)
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,12 @@ class TraceTables:
     ops: pd.DataFrame
     gpu_name: str
     has_gpu: bool
+    warnings: tuple[str, ...] = ()  # what reading the trace dropped (parse.Trace.warnings)
 
 
 def analyze_trace(task: TraceTask) -> TraceTables:
     """Parse and attribute one trace file; raises AnalyzeError when it cannot be read."""
-    trace = read_trace(task.path)
+    trace = read_trace(task.path, task.max_bytes)
     attr = attribute(trace, task.stage_map)
     return trace_tables(trace, attr, task)
 
@@ -284,4 +286,5 @@ def trace_tables(trace: Trace, attr: Attribution, task: TraceTask) -> TraceTable
         ops=_keyed(task, ops),
         gpu_name=trace.gpu_name,
         has_gpu=len(attr.dev_index) > 0,
+        warnings=trace.warnings,
     )

@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,9 @@ class Measured:
 _LAUNCHER = """
 import json, os, sys, time
 report, cmd = sys.argv[1], sys.argv[2:]
+cpus = os.environ.pop("BENCH_CPUS", "")
+if cpus:
+    os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
 t0 = time.perf_counter()
 pid = os.fork()
 if pid == 0:
@@ -118,7 +122,12 @@ with open(report, "w") as fh:
 
 
 def run_child(
-    name: str, cmd: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 1800
+    name: str,
+    cmd: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 1800,
+    cwd: Path = ROOT,
 ) -> Measured:
     """Run ``cmd`` in a fresh process; its wall clock and the peak RSS of its process tree.
 
@@ -132,7 +141,7 @@ def run_child(
         with out_path.open("wb") as out, err_path.open("wb") as err:
             launcher = [sys.executable, "-c", _LAUNCHER, str(report), *cmd]
             proc = subprocess.Popen(
-                launcher, stdout=out, stderr=err, cwd=ROOT, env=env, start_new_session=True
+                launcher, stdout=out, stderr=err, cwd=cwd, env=env, start_new_session=True
             )
             try:
                 proc.wait(timeout=timeout_s)
@@ -368,6 +377,251 @@ def measure(truths: list[TraceTruth], work: Path, *, hta_max: int | None = None)
     }
 
 
+# ------------------------------------------------------------------ issue 14: single traces, memory
+TARGET_SINGLE_VS_HTA = 5.0  # analyze CLI at least this many times faster than HTA, one trace each
+TARGET_PEAK_ABOVE_START = 2.0  # peak RSS above start-up at most this many times the trace
+TARGET_MB_PER_CPU_S = 100.0  # in-process, gzipped input: uncompressed MB per CPU second
+
+# The in-process child: imports, a warm-up on a small trace (lazy imports, caches), then the trace
+# itself analysed and its tables written. Peak memory is VmHWM reset after the warm-up, above the
+# RSS the process then has; time is CPU time of the process (all threads), best of --repeats.
+_INPROC_CHILD = """
+import ctypes, gc, json, os, sys, time
+from pathlib import Path
+from analyze.tables import analyze_paths, write_tables
+trace, warm, out, repeats = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+def status(key):
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) for l in fh if l.startswith(key)) / 1024
+def settle():
+    gc.collect()
+    ctypes.CDLL(None).malloc_trim(0)
+start_mb = status("VmRSS:")
+write_tables(analyze_paths([warm])[0], out)
+settle()
+ready_mb = status("VmRSS:")
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+cpu, wall = [], []
+for k in range(repeats):
+    c0, t0 = time.process_time(), time.perf_counter()
+    tables, warnings = analyze_paths([trace])
+    write_tables(tables, out)
+    cpu.append(time.process_time() - c0)
+    wall.append(time.perf_counter() - t0)
+    if k == 0:
+        peak_mb = status("VmHWM:")
+    del tables
+    settle()
+print(json.dumps({"start_rss_mb": start_mb, "ready_rss_mb": ready_mb, "peak_rss_mb": peak_mb,
+                  "cpu_s": cpu, "wall_s": wall, "samples": 1}))
+"""
+
+
+def uncompressed_mb(path: Path) -> float:
+    """Decimal MB of a trace's JSON text (inflated as a stream)."""
+    from analyze.parse import inflate
+
+    return sum(len(piece) for piece in inflate(path)) / MB
+
+
+def real_traces(folder: Path) -> list[Path]:
+    """The real Kineto traces of ../shared/data (kineto-gpu, kineto-inference), if present."""
+    return sorted(p for sub in ("kineto-gpu", "kineto-inference") for p in (folder / sub).glob("*.json.gz"))
+
+
+def _rotation(items: list[str], k: int) -> list[str]:
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+def measure_single(
+    traces: list[tuple[str, Path]],
+    work: Path,
+    *,
+    rounds: int,
+    cpus: str,
+    compare_src: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Each trace on its own, each reader a fresh process, the readers alternating in every round.
+
+    Readers: ``analyze TRACE --out DIR`` (summary printed, as a user runs it), the same with
+    ``-q``, and HTA's ``TraceAnalysis`` load of a folder holding only that trace; with
+    ``compare_src`` also ``analyze`` from that source tree. All pinned to ``cpus``. The ratio
+    HTA / analyze is taken within each round (paired), then its median and spread over rounds.
+    """
+    env = python_env()
+    env["BENCH_CPUS"] = cpus
+    old_env = None
+    if compare_src is not None:
+        old_env = dict(env)
+        old_env["PYTHONPATH"] = str(compare_src) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    py = sys.executable
+    rows = []
+    for name, trace in traces:
+        folder = work / "single" / name
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder / "hta").mkdir(parents=True)
+        (folder / "hta" / trace.name).symlink_to(trace.resolve())
+        out = folder / "analysis"
+        variants: dict[str, tuple[list[str], dict[str, str], Path]] = {
+            "analyze": ([py, "-m", "analyze", str(trace), "--out", str(out)], env, ROOT),
+            "analyze -q": ([py, "-m", "analyze", str(trace), "--out", str(out), "-q"], env, ROOT),
+            "HTA": ([py, "-c", _HTA_CHILD, str(folder / "hta")], env, ROOT),
+        }
+        if old_env is not None and compare_src is not None:  # run from there: sys.path[0] is the cwd
+            cmd = [py, "-m", "analyze", str(trace), "--out", str(out)]
+            variants["analyze (compare)"] = (cmd, old_env, compare_src)
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        for r in range(rounds):
+            for v in _rotation(list(variants), r):
+                cmd, cmd_env, cwd = variants[v]
+                m = run_child(f"{name}: {v}", cmd, env=cmd_env, cwd=cwd)
+                if m.returncode != 0:
+                    raise RuntimeError(f"{name}: {v} exited {m.returncode}: {m.stderr_tail.strip()[-400:]}")
+                times[v].append(m.wall_s)
+        paired = [h / a for h, a in zip(times["HTA"], times["analyze"], strict=True)]
+        paired_q = [h / a for h, a in zip(times["HTA"], times["analyze -q"], strict=True)]
+        row = {
+            "trace": name,
+            "path": str(trace),
+            "mb": uncompressed_mb(trace),
+            "seconds": {v: statistics.median(t) for v, t in times.items()},
+            "all_seconds": times,
+            "hta_over_analyze": statistics.median(paired),
+            "hta_over_analyze_spread": [min(paired), max(paired)],
+            "hta_over_analyze_quiet": statistics.median(paired_q),
+            "hta_over_analyze_quiet_spread": [min(paired_q), max(paired_q)],
+            "pass": statistics.median(paired) >= TARGET_SINGLE_VS_HTA,
+        }
+        if old_env is not None:
+            row["compare_over_analyze"] = statistics.median(
+                o / a for o, a in zip(times["analyze (compare)"], times["analyze"], strict=True)
+            )
+        rows.append(row)
+        print(
+            f"  {name}: HTA/analyze {row['hta_over_analyze']:.2f}x "
+            f"({min(paired):.2f}-{max(paired):.2f}), -q {row['hta_over_analyze_quiet']:.2f}x; "
+            + ", ".join(f"{v} {s:.2f} s" for v, s in row["seconds"].items()),
+            flush=True,
+        )
+    return rows
+
+
+def measure_inproc(
+    traces: list[tuple[str, Path]],
+    warm: Path,
+    work: Path,
+    *,
+    repeats: int,
+    cpus: str,
+    compare_src: Path | None = None,
+    judged: set[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Peak memory above start-up and CPU throughput of analysis inside one process, per trace.
+
+    ``judged``: the traces the targets are judged on (default all); small real traces are
+    reported, but a few MB of tables weigh more than the trace there.
+    """
+    sources: dict[str, Path | None] = {"analyze": None}
+    if compare_src is not None:
+        sources["analyze (compare)"] = compare_src
+    rows = []
+    for name, trace in traces:
+        mb = uncompressed_mb(trace)
+        for label, src in sources.items():
+            env = python_env()
+            env["BENCH_CPUS"] = cpus
+            if src is not None:
+                env["PYTHONPATH"] = str(src) + os.pathsep + os.environ.get("PYTHONPATH", "")
+            out = work / "inproc" / name
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = [sys.executable, "-c", _INPROC_CHILD, str(trace), str(warm), str(out), str(repeats)]
+            m = run_child(f"{name}: {label} in-process", cmd, env=env, cwd=src or ROOT)
+            if m.returncode != 0:
+                why = m.stderr_tail.strip()[-400:]
+                raise RuntimeError(f"{name}: in-process exited {m.returncode}: {why}")
+            rep = m.reported
+            above = rep["peak_rss_mb"] - rep["ready_rss_mb"]
+            cpu_s = min(rep["cpu_s"])
+            row = {
+                "trace": name,
+                "source": label,
+                "mb": mb,
+                "gzip": trace.name.endswith(".gz"),
+                "start_rss_mb": rep["start_rss_mb"],
+                "ready_rss_mb": rep["ready_rss_mb"],
+                "peak_rss_mb": rep["peak_rss_mb"],
+                "peak_above_start_mb": above,
+                "peak_above_imports_mb": rep["peak_rss_mb"] - rep["start_rss_mb"],
+                "peak_above_start_over_trace": above / mb,
+                "cpu_s": rep["cpu_s"],
+                "wall_s": rep["wall_s"],
+                "mb_per_cpu_s": mb / cpu_s,
+                "mb_per_cpu_s_spread": [mb / max(rep["cpu_s"]), mb / cpu_s],
+                "judged": judged is None or name in judged,
+            }
+            rows.append(row)
+            print(
+                f"  {name} ({label}): {mb:.1f} MB, peak {above:.0f} MB above start-up "
+                f"({row['peak_above_start_over_trace']:.2f}x the trace), "
+                f"{row['mb_per_cpu_s']:.0f} MB per CPU second (cpu s: {rep['cpu_s']})",
+                flush=True,
+            )
+    return rows
+
+
+def single_targets(single: list[dict[str, Any]], inproc: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 14's analysis targets as PASS/MISS rows."""
+    targets = []
+    for row in single:
+        targets.append({
+            "target": f"analyze CLI >= {TARGET_SINGLE_VS_HTA:g}x faster than HTA on {row['trace']} "
+            f"({row['mb']:.1f} MB), fresh processes",
+            "value": row["hta_over_analyze"],
+            "spread": row["hta_over_analyze_spread"],
+            "pass": row["pass"],
+        })  # fmt: skip
+    for row in inproc:
+        if row["source"] != "analyze" or not row["judged"]:
+            continue
+        targets.append({
+            "target": f"peak above start-up <= {TARGET_PEAK_ABOVE_START:g}x the trace ({row['trace']}, "
+            f"{row['mb']:.0f} MB)",
+            "value": row["peak_above_start_over_trace"],
+            "pass": row["peak_above_start_over_trace"] <= TARGET_PEAK_ABOVE_START,
+        })  # fmt: skip
+        if row["gzip"]:
+            targets.append({
+                "target": f"in-process >= {TARGET_MB_PER_CPU_S:g} MB per CPU second on gzip ({row['trace']})",
+                "value": row["mb_per_cpu_s"],
+                "spread": row["mb_per_cpu_s_spread"],
+                "pass": row["mb_per_cpu_s"] >= TARGET_MB_PER_CPU_S,
+            })  # fmt: skip
+    return targets
+
+
+def format_single(single: list[dict[str, Any]], inproc: list[dict[str, Any]]) -> str:
+    lines = ["single traces, each reader a fresh process (median s over rounds; ratio paired by round):"]
+    for r in single:
+        secs = ", ".join(f"{v} {s:.2f}" for v, s in r["seconds"].items())
+        lo, hi = r["hta_over_analyze_spread"]
+        lines.append(
+            f"  {r['trace']:<42} {r['mb']:>6.1f} MB  {secs}  HTA/analyze {r['hta_over_analyze']:.2f}x "
+            f"({lo:.2f}-{hi:.2f}), -q {r['hta_over_analyze_quiet']:.2f}x"
+        )
+    lines.append("in-process analysis (tables written; peak above the RSS after imports and a warm-up):")
+    for r in inproc:
+        lines.append(
+            f"  {r['trace']:<42} {r['source']:<18} {r['mb']:>6.1f} MB  peak "
+            f"+{r['peak_above_start_mb']:.0f} MB = {r['peak_above_start_over_trace']:.2f}x  "
+            f"{r['mb_per_cpu_s']:.0f} MB/CPU-s"
+        )
+    for t in single_targets(single, inproc):
+        lines.append(f"{'PASS' if t['pass'] else 'MISS'}  {t['target']}: {t['value']:.2f}")
+    return "\n".join(lines)
+
+
 def format_result(res: dict[str, Any]) -> str:
     """The printed table, ratios and PASS/MISS lines."""
     lines = [
@@ -417,11 +671,22 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=20, help="number of traces")
+    parser.add_argument("--n", type=int, default=10, help="number of traces")
     parser.add_argument("--mb", type=float, default=50.0, help="uncompressed size of each trace (MB)")
     parser.add_argument("--plain", action="store_true", help="plain .json instead of .json.gz")
     parser.add_argument("--hta-max", type=int, default=None, help="run HTA on this many traces and scale")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-multi", action="store_true", help="skip the many-traces comparison")
+    parser.add_argument("--real-dir", type=Path, default=ROOT.parent / "shared" / "data",
+                        help="real traces (kineto-gpu/, kineto-inference/) for single runs")  # fmt: skip
+    parser.add_argument("--single-mb", type=float, default=5.0, help="also a generated trace this big")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per single trace up to 10 MB")
+    parser.add_argument("--rounds-large", type=int, default=3, help="rounds per larger single trace")
+    parser.add_argument("--repeats", type=int, default=3, help="in-process timings per trace")
+    parser.add_argument("--cpus", default=str((os.cpu_count() or 1) - 1),
+                        help="CPUs the single-trace and in-process children are pinned to")  # fmt: skip
+    parser.add_argument("--compare-src", type=Path, default=None,
+                        help="another source tree of stagetrace, measured beside this one")  # fmt: skip
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks/out/work-analyze",
                         help="folder for the generated traces and outputs (reused between runs)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/analyze.json")
@@ -431,12 +696,42 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.work / f"traces-{args.n}x{args.mb:g}mb{'-gz' if gz else ''}"
     t0 = time.perf_counter()
     truths = generate_set(folder, args.n, TraceShape.for_size(args.mb, args.seed), gz=gz)
-    print(f"traces ready in {time.perf_counter() - t0:.1f} s: {folder}")
-    res = measure(truths, args.work, hta_max=args.hta_max)
+    small_shape = TraceShape.for_size(args.single_mb)
+    small = generate_set(args.work / f"single-{args.single_mb:g}mb", 1, small_shape, gz=True)
+    warm = generate_set(args.work / "warm-0.2mb", 1, TraceShape.for_size(0.2), gz=True)
+    print(f"traces ready in {time.perf_counter() - t0:.1f} s: {folder}", flush=True)
+    res: dict[str, Any] = {"targets": []}
+    if not args.no_multi:
+        res = measure(truths, args.work, hta_max=args.hta_max)
+    real = [(p.name.removesuffix(".json.gz"), p) for p in real_traces(args.real_dir)]
+    generated = [
+        (f"generated {t.size_bytes / MB:.0f} MB", Path(t.path)) for t in (small[0], truths[0])
+    ]
+    if not real:
+        print(f"no real traces under {args.real_dir}: single-trace figures from generated traces only")
+    print("single traces:", flush=True)
+    single = measure_single(
+        [(n, p) for n, p in real + generated if uncompressed_mb(p) <= 10], args.work,
+        rounds=args.rounds, cpus=args.cpus, compare_src=args.compare_src,
+    ) + measure_single(
+        [(n, p) for n, p in real + generated if uncompressed_mb(p) > 10], args.work,
+        rounds=args.rounds_large, cpus=args.cpus, compare_src=args.compare_src,
+    )  # fmt: skip
+    print("in-process:", flush=True)
+    inproc = measure_inproc(
+        real + generated, Path(warm[0].path), args.work, repeats=args.repeats, cpus=args.cpus,
+        compare_src=args.compare_src, judged={generated[-1][0]},
+    )  # fmt: skip
+    res["single"], res["inproc"] = single, inproc
+    res["single_targets"] = single_targets(single, inproc)
+    res["pinned_cpus"] = args.cpus
+    res["real_dir"] = str(args.real_dir)
     res["machine"] = machine_info()
     res["versions"] = _versions()
     res["trace_shape"] = asdict(TraceShape.for_size(args.mb, args.seed))
-    print(format_result(res))
+    if not args.no_multi:
+        print(format_result(res))
+    print(format_single(single, inproc))
     write_json(args.out, res)
     print(f"wrote {args.out}")
     return 0

@@ -1,9 +1,9 @@
 """``make bench``: every benchmark in its own process, then one summary table.
 
-Runs bench_events, bench_capture, bench_analyze, bench_scaling and bench_build one after another
-(each in a fresh process, so each measures its own memory), streams their output, reads the JSON each
-writes under benchmarks/out/, prints the headline figures with their targets, and writes
-benchmarks/out/summary.json with the machine they came from and how long it all took.
+Runs bench_events, bench_capture, bench_throughput, bench_analyze, bench_scaling and bench_build
+one after another (each in a fresh process, so each measures its own memory), streams their output,
+reads the JSON each writes under benchmarks/out/, prints the headline figures with their targets,
+and writes benchmarks/out/summary.json with the machine they came from and how long it all took.
 
     python benchmarks/run_all.py [--quick] [--only analyze,capture]
 """
@@ -29,8 +29,20 @@ OUT = ROOT / "benchmarks/out"
 # name -> (script, arguments for the full run, arguments for --quick)
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "events": ("bench_events.py", [], ["--events", "300000", "--repeats", "2"]),
-    "capture": ("bench_capture.py", [], ["--sizes", "256x2", "--rounds", "2", "--tokens", "8"]),
-    "analyze": ("bench_analyze.py", [], ["--n", "3", "--mb", "10"]),
+    "capture": (
+        "bench_capture.py",
+        ["--budget-s", "30", "--rounds", "5"],
+        ["--sizes", "256x2", "--rounds", "2", "--tokens", "8"],
+    ),
+    "throughput": ("bench_throughput.py", [], ["--sizes", "256x2", "--samples", "6", "--tokens", "4"]),
+    "analyze": (
+        "bench_analyze.py",
+        ["--n", "6", "--rounds", "4"],
+        [
+            *("--n", "3", "--mb", "10", "--single-mb", "2", "--repeats", "1"),
+            *("--rounds", "1", "--rounds-large", "1"),
+        ],
+    ),
     "scaling": ("bench_scaling.py", [], ["--counts", "1,10", "--mb", "0.5"]),
     "build": ("bench_build.py", [], ["--stages", "meta"]),
 }
@@ -48,8 +60,32 @@ def summarise(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     if ev:
         rows.append(_row("events", "vectorised vs per-event loop", f"{ev['speedup']:.0f}x faster",
                          f">= {ev['target_speedup']:.0f}x", bool(ev["meets_target"])))  # fmt: skip
+    cap = results.get("capture")
+    if cap:
+        for label, res in cap["sizes"].items():
+            for key in ("stagetrace/off", "bare/off", "stagetrace/bare"):
+                r = res["ratios"][key]
+                value = (
+                    f"{r['wall']:.3f}x wall, {r['per_token']:.3f}x per-token "
+                    f"(paired {r['wall_paired']:.3f}x, {r['per_token_paired']:.3f}x)"
+                )
+                checks = [t for t in res["targets"] if t["target"].startswith(key + " ")]
+                target = ", ".join(t["target"].removeprefix(key + " ") for t in checks)
+                ok = all(t["pass"] for t in checks) if checks else None
+                rows.append(_row("capture", f"{label} ({res['device']}): {key}", value, target, ok))
+    tp = results.get("throughput")
+    if tp:
+        for label, r in tp["sizes"].items():
+            m = r["median_ms"]
+            value = (
+                f"{r['wall_over_generate']:.3f}x ({r['captured']} samples, {r['tokens']} tokens; generate "
+                f"{m['generate']:.0f} ms, export {m['export_background']:.0f} ms and check "
+                f"{m['check_background']:.0f} ms in the background)"
+            )
+            rows.append(_row("throughput", f"{label}: capture wall / sum of generate()", value,
+                             f"<= {r['target']:.1f}x", bool(r["pass"])))  # fmt: skip
     an = results.get("analyze")
-    if an:
+    if an and an.get("rows"):  # the many-traces comparison (not with --no-multi)
         secs = {r["reader"]: r for r in an["rows"]}
         for reader in (
             "analyze --jobs 1",
@@ -64,19 +100,30 @@ def summarise(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             rows.append(_row("analyze", figure, value))
         for t in an["targets"]:
             rows.append(_row("analyze", t["target"], f"{t['value']:.2f}x", "", t["pass"]))
-    cap = results.get("capture")
-    if cap:
-        for label, res in cap["sizes"].items():
-            for key in ("stagetrace/off", "bare/off", "stagetrace/bare"):
-                r = res["ratios"][key]
-                value = (
-                    f"{r['wall']:.3f}x wall, {r['per_token']:.3f}x per-token "
-                    f"(paired {r['wall_paired']:.3f}x, {r['per_token_paired']:.3f}x)"
-                )
-                checks = [t for t in res["targets"] if t["target"].startswith(key + " ")]
-                target = ", ".join(t["target"].removeprefix(key + " ") for t in checks)
-                ok = all(t["pass"] for t in checks) if checks else None
-                rows.append(_row("capture", f"{label} ({res['device']}): {key}", value, target, ok))
+    if an and an.get("single"):
+        for r in an["single"]:
+            lo, hi = r["hta_over_analyze_spread"]
+            secs = r["seconds"]
+            value = (
+                f"{r['hta_over_analyze']:.2f}x ({lo:.2f}-{hi:.2f}; analyze {secs['analyze']:.2f} s, "
+                f"-q {secs['analyze -q']:.2f} s, HTA {secs['HTA']:.2f} s)"
+            )
+            rows.append(_row("analyze", f"single trace {r['trace']} ({r['mb']:.1f} MB): HTA / analyze CLI",
+                             value, ">= 5x", bool(r["pass"])))  # fmt: skip
+        for r in an["inproc"]:
+            if r["source"] != "analyze":
+                continue
+            value = (
+                f"peak +{r['peak_above_start_mb']:.0f} MB = {r['peak_above_start_over_trace']:.2f}x the "
+                "trace, "
+                f"{r['mb_per_cpu_s']:.0f} MB per CPU s"
+            )
+            verdict = None
+            if r["judged"]:
+                fast = not r["gzip"] or r["mb_per_cpu_s"] >= 100
+                verdict = r["peak_above_start_over_trace"] <= 2.0 and fast
+            rows.append(_row("analyze", f"in-process {r['trace']} ({r['mb']:.1f} MB)", value,
+                             "<= 2x, >= 100 MB/s" if r["judged"] else "", verdict))  # fmt: skip
     sc = results.get("scaling")
     if sc:
         for r in sc["rows"]:

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from analyze.files import write_atomic
+from analyze.files import tmp_path, write_atomic
 from capture.config import CaptureConfig
+from capture.exporter import GZIP_LEVEL, gzip_file
 
 
 def make_profiler(cfg: CaptureConfig, device: torch.device) -> profile:
@@ -57,10 +58,26 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-def export_trace(prof: profile, path: Path) -> None:
-    """Write ``path`` (``.json.gz``) so that it exists whole or not at all.
+def save_json(prof: profile, path: Path) -> None:
+    """Kineto's JSON of a stopped session, uncompressed, to ``path``.
 
-    The temporary name ends in ``.gz`` (torch gzips by suffix) but not ``.json.gz``, so
-    analyze never mistakes a half-written file for a trace.
+    ``path`` must not end in ``.gz``: for that torch writes the JSON to a file in the system
+    temp folder first (which a killed process leaves there) and gzips it at level 9 in Python.
     """
-    write_atomic(path, lambda tmp: prof.export_chrome_trace(str(tmp)), suffix=".gz")
+    prof.export_chrome_trace(str(path))
+
+
+def export_trace(prof: profile, path: Path, level: int = GZIP_LEVEL) -> None:
+    """Write ``path`` (``.json.gz``) so that it exists whole or not at all, here and now.
+
+    Both temporary files, the JSON and the gzip, sit beside ``path`` under analyze.files'
+    temporary names (``--resume`` removes what a killed process left); neither ends in
+    ``.json.gz``, so analyze never mistakes one for a trace. capture itself exports in the
+    background (capture.exporter); this is the same work in the foreground.
+    """
+    plain = tmp_path(path, ".json")
+    try:
+        save_json(prof, plain)
+        write_atomic(path, lambda tmp: gzip_file(plain, tmp, level))
+    finally:
+        plain.unlink(missing_ok=True)

@@ -3,9 +3,10 @@
 Per sample: ``sample#i`` > ``stage1:load`` (dataset), ``stage2:preprocess`` (adapter), then the
 model's ordinary ``generate()`` inside ``stage4:generate``, where forward hooks label vision and
 every step. In decoupled mode the vision encoder runs first, outside ``stage4:generate``. Each
-sample's trace and the manifest are written atomically, so a failure or Ctrl-C loses nothing
-already captured. Under torchrun each rank captures its shard of the samples into the same run
-folder (capture/distributed.py).
+sample's trace is written and checked in the background (capture.exporter) while the next sample
+runs, and the sample is recorded in the manifest once its trace is whole; both are written
+atomically, so a failure or Ctrl-C loses nothing already captured. Under torchrun each rank
+captures its shard of the samples into the same run folder (capture/distributed.py).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.profiler import profile
 
 from analyze import vocabulary as vocab
 from analyze.contract import (
@@ -38,13 +41,14 @@ from capture.data.registry import open_dataset
 from capture.data.sample import Dataset, RawSample
 from capture.env import environment, resolve_device, resolve_dtype
 from capture.errors import CaptureError
+from capture.exporter import Export, Exporter
 from capture.labels import StageLabeler
 from capture.manifest import RunFolder
 from capture.memory import MIB, PeakMemory
 from capture.models.base import Inputs, ModelAdapter, ModelSpec
 from capture.models.hf import Generated
 from capture.models.registry import adapter_class
-from capture.profiling import export_trace, profiled
+from capture.profiling import profiled, save_json
 
 # Called after every sample with its outcome — the CLI's progress bar.
 Progress = Callable[[SampleOutcome], None]
@@ -218,8 +222,9 @@ class Capture:
         inputs, _raw = self._inputs(index, timings, labelled=False)
         return self._generate(index, inputs, timings, labelled=False).token_ids, timings
 
-    def run_profiled(self, index: int) -> SampleOutcome:
-        """Sample ``index`` under the profiler with every label; returns its manifest outcome."""
+    def run_profiled(self, index: int) -> tuple[SampleOutcome, profile]:
+        """Sample ``index`` under the profiler with every label: its manifest outcome (not yet
+        checked) and the stopped profiler session, whose trace is still to be exported."""
         timings: dict[str, float] = {}
         trace = self.folder.run_dir / trace_file_name(index)
         self.labeler.attach()
@@ -235,9 +240,8 @@ class Capture:
         finally:
             self.labeler.detach()
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        export_trace(prof, trace)
         ids = out.token_ids
-        return SampleOutcome(
+        outcome = SampleOutcome(
             index=index,
             sample_id=self.dataset.sample_id(index),
             trace=trace.name,
@@ -254,6 +258,7 @@ class Capture:
             input_files=raw.files,
             seed=self.settings.seed_for(self.cfg.seed, index),
         )
+        return outcome, prof
 
     def _where(self) -> dict[str, Any]:
         """Where a sample ran: host, rank and device (for run.json)."""
@@ -311,6 +316,7 @@ class Capture:
         folder, manifest = self.folder, self.folder.manifest
         result.skipped = [i for i in range(self.n_samples) if self.head.is_done(i)]
         pending = self.world.shard([i for i in range(self.n_samples) if not self.head.is_done(i)])
+        exporter = Exporter()
         try:
             with torch.no_grad():
                 try:
@@ -322,13 +328,13 @@ class Capture:
                     folder.save()
                     raise
                 for index in pending:
-                    outcome = warm_failed.get(index) or self._capture_one(index)
-                    if outcome.status != "ok":
-                        result.failed.append(index)
-                    folder.record(outcome)
-                    folder.save()
-                    if progress:
-                        progress(outcome)
+                    failed = warm_failed.get(index) or self._capture_one(index, exporter)
+                    if failed is not None:
+                        self._record(failed, result, progress)
+                    for export in exporter.finished():
+                        self._record(self._exported(export), result, progress)
+                for export in exporter.drain():  # every trace whole on disk before the checks
+                    self._record(self._exported(export), result, progress)
                 if pending and manifest.completed == 0:
                     manifest.status = "failed"
                     folder.save()
@@ -339,12 +345,20 @@ class Capture:
                     )
                 manifest.verification = self._verify()
         except KeyboardInterrupt:
+            # Nothing captured is lost: the traces in flight are finished and recorded first
+            # (a second Ctrl-C stops the wait; --resume then captures those samples again).
+            with contextlib.suppress(KeyboardInterrupt):
+                for export in exporter.drain():
+                    folder.record(self._exported(export))
             manifest.status = "interrupted"
             folder.save()
             raise
+        finally:
+            exporter.close()
         timing = manifest.verification.timing
         if timing is not None and timing.ok is False:
             manifest.warnings = [*manifest.warnings, timing_warning(timing, manifest.env)]
+        result.failed.sort()  # traces finish in the background, after later samples' errors
         manifest.status = "failed" if result.failed or manifest.verification.failed() else "complete"
         folder.save()
         if self.group is not None:  # rank 0 merges every rank's part into run.json
@@ -364,17 +378,46 @@ class Capture:
             **self._where(),
         )
 
-    def _capture_one(self, index: int) -> SampleOutcome:
+    def _capture_one(self, index: int, exporter: Exporter) -> SampleOutcome | None:
+        """Run sample ``index`` and hand its trace to ``exporter``; its error outcome if it failed."""
         try:
-            outcome = self.run_profiled(index)
+            outcome, prof = self.run_profiled(index)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one bad sample must not end the run
             return self._error_outcome(index, exc)
-        outcome.ttft_ms, outcome.tpot_ms, outcome.accounting = verify.trace_summary(
-            self.folder.run_dir / outcome.trace, len(outcome.token_ids)
-        )
+        path = self.folder.run_dir / outcome.trace
+        tokens = len(outcome.token_ids)
+        exporter.submit(Export(key=outcome, save=partial(save_json, prof), path=path, tokens=tokens))
+        return None
+
+    def _exported(self, export: Export) -> SampleOutcome:
+        """The outcome of a sample whose trace export finished (whole on disk, or an error)."""
+        outcome, done = export.key, export.result
+        assert isinstance(outcome, SampleOutcome) and done is not None
+        if done.error is not None:
+            return SampleOutcome(
+                index=outcome.index,
+                sample_id=outcome.sample_id,
+                trace=outcome.trace,
+                status="error",
+                error=done.error,
+                host=outcome.host,
+                rank=outcome.rank,
+                device=outcome.device,
+            )
+        outcome.ttft_ms, outcome.tpot_ms, outcome.accounting = done.ttft_ms, done.tpot_ms, done.accounting
+        outcome.export_ms, outcome.check_ms = export.export_ms, done.check_ms
         return outcome
+
+    def _record(self, outcome: SampleOutcome, result: RunResult, progress: Progress | None) -> None:
+        """Record one sample in run.json (saved at once) and report it."""
+        if outcome.status != "ok":
+            result.failed.append(outcome.index)
+        self.folder.record(outcome)
+        self.folder.save()
+        if progress:
+            progress(outcome)
 
     def _verify(self) -> Verification:
         by_index = {s.index: s for s in self.folder.samples if s.status == "ok"}

@@ -22,15 +22,23 @@ from analyze.contract import (
     SampleAccounting,
     TimingCheck,
 )
-from analyze.tables import analyze_paths
+from analyze.trace_tables import TraceTask, analyze_trace
 
 # Self times are sums of microsecond-resolution spans: allow rounding, nothing more.
 ACCOUNTING_TOLERANCE_MS = 0.01
 
 
 def trace_summary(trace: Path, n_tokens: int) -> tuple[float | None, float | None, SampleAccounting]:
-    """(TTFT ms, TPOT ms, accounting verdict) of one exported trace."""
-    tables, _warnings = analyze_paths([trace])
+    """(TTFT ms, TPOT ms, accounting verdict) of one exported trace (``.json`` or ``.json.gz``).
+
+    The trace is analysed by the function ``analyze`` runs on every trace (trace_tables.
+    analyze_trace), without discovering its folder or reading its run.json.
+    """
+    tables = analyze_trace(
+        TraceTask(
+            path=Path(trace), run_id="", model="", sample_id="", order=0, manifest_index=None, stage_map=None
+        )
+    )
     sample = tables.samples.iloc[0]
     self_sum_ms = float(tables.stages["host_self_ms"].sum())
     total_ms = float(sample["total_ms"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import shutil
 import subprocess
 import sys
@@ -295,3 +297,77 @@ def test_cli_prints_the_verdicts(tmp_path: Path) -> None:
     tokens = _table(tmp_path / "out", "tokens")
     decode = tokens[(tokens["run_id"] == "graphs") & (tokens["step"] > 0)]
     assert decode["n_launches"].tolist() == [1, 1, 1] and decode["n_kernels"].tolist() == [300] * 3
+
+
+# -- issue 10 (items 6, 9, 13) and issue 14 (start-up) ---------------------------------------------
+@pytest.mark.parametrize(
+    "content", ['[{"a": 1}]', '{"traceEvents": [{"ph": 3}]}', '{"traceEvents": [{"ph": "i", "ts": 1}]}']
+)
+def test_json_that_is_no_trace_given_alone_is_one_line(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "x.json"
+    path.write_text(content)
+    _one_line_error(_run(path), 'not a trace: no complete ("ph": "X") event')
+
+
+def test_json_that_is_no_trace_in_a_run_folder_is_skipped_with_a_warning(run_dir: Path) -> None:
+    """A dataset's instruction JSON copied into a run folder is no 3rd sample (issue 10, item 6)."""
+    turn = {"from": "human", "value": "?"}
+    instructions = [{"id": "c1", "event_data": "seq/0.npy", "conversations": [turn]}]
+    (run_dir / "instructions.json").write_text(json.dumps(instructions))
+    result = _run(run_dir)
+    assert result.exit_code == 0, result.output
+    assert "instructions.json: not a trace" in result.stderr and "skipped" in result.stderr
+    samples = _table(run_dir / "analysis", "samples")
+    assert samples["sample_id"].tolist() == ["sample-00000", "sample-00001"]
+
+
+def test_events_with_bad_numbers_are_dropped_with_a_warning(run_dir: Path) -> None:
+    """A negative label dur no longer gives a negative total_ms (issue 10, item 9)."""
+    path = run_dir / "sample-00001.pt.trace.json.gz"
+    doc = json.loads(gzip.decompress(path.read_bytes()))
+    load = next(e for e in doc["traceEvents"] if e.get("name") == "stage1:load")
+    load["dur"] = -50.0
+    op = next(e for e in doc["traceEvents"] if e.get("name") == "aten::to")
+    op["ts"] = "late"
+    path.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    result = _run(run_dir)
+    assert result.exit_code == 0, result.output
+    assert f"warning: {path}: 2 event(s) dropped: ts missing or not a number" in result.stderr
+    samples = _table(run_dir / "analysis", "samples").set_index("sample_id")
+    assert (samples["total_ms"] > 0).all() and (samples["load_ms"] >= 0).all()
+    assert samples.loc["sample-00001", "load_ms"] == 0.0  # the label was dropped
+    assert samples.loc["sample-00000", "load_ms"] == pytest.approx(0.05)
+
+
+def test_a_trace_past_max_trace_mb_is_refused(run_dir: Path, tmp_path: Path) -> None:
+    """A gzip bomb is refused once it inflates past --max-trace-mb (issue 10, item 13)."""
+    bomb = run_dir / "sample-00002.pt.trace.json.gz"
+    bomb.write_bytes(gzip.compress(b'{"traceEvents": [' + b" " * (3 << 20), compresslevel=9))
+    result = _run(run_dir, "--max-trace-mb", "2")
+    assert result.exit_code == 0, result.output
+    assert f"warning: {bomb}: larger than 2 MB uncompressed (--max-trace-mb); not read" in result.stderr
+    assert "(2 traces, 1 skipped)" in result.stdout
+    _one_line_error(_run(bomb, "--max-trace-mb", "2"), "larger than 2 MB uncompressed")
+    zero = _run(bomb, "--max-trace-mb", "0")  # click's own usage error, like --jobs 0
+    assert zero.exit_code == 2 and "Invalid value for '--max-trace-mb'" in zero.stderr
+
+
+def test_start_up_imports_only_what_the_path_needs(tmp_path: Path) -> None:
+    """--help and --version import no numbers library; a --quiet run imports neither the summary's
+    rich tables nor plotly, HTA or tqdm (issue 14: start-up counts on single traces)."""
+    trace = vlm_trace().write(tmp_path / "t.json.gz")
+    code = (
+        "import sys; from analyze.cli import main; "
+        "sys.argv = ['analyze'] + sys.argv[1:]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "bad = sorted(m for m in ('pandas', 'numpy', 'plotly', 'hta', 'tqdm', 'rich', 'jinja2', 'torch', "
+        "'importlib.metadata') if m in sys.modules)\n"
+        "print(' '.join(bad))"
+    )
+    def imported(*args: str) -> set[str]:
+        cmd = [sys.executable, "-c", code, *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        return set(done.stdout.split()[-1:] and done.stdout.strip().splitlines()[-1].split())
+    assert imported("--help") <= {"numpy"}  # numpy: parse's default --max-trace-mb
+    assert imported(str(trace), "--out", str(tmp_path / "o"), "-q") == {"numpy", "pandas"}

@@ -96,3 +96,50 @@ def test_build_benchmark_measures_a_meta_build_in_its_own_process() -> None:
     assert res["targets"] == []  # needs the bf16 stage too
     rows = run_all.summarise({"build": res})
     assert rows[0]["benchmark"] == "build" and "7,079,684,096 params" in rows[0]["value"]
+
+
+def test_single_trace_and_in_process_cores(tmp_path: Path) -> None:
+    """Issue 14's analysis figures: one trace per fresh process against HTA, and memory/throughput."""
+    (truth,) = generate_set(tmp_path / "traces", 1, TraceShape.for_size(0.5), gz=True)
+    (warm,) = generate_set(tmp_path / "warm", 1, TraceShape.for_size(0.1), gz=True)
+    trace = Path(truth.path)
+    single = bench_analyze.measure_single([("gen", trace)], tmp_path / "work", rounds=2, cpus="0")
+    (row,) = single
+    assert set(row["seconds"]) == {"analyze", "analyze -q", "HTA"}
+    assert all(len(v) == 2 and min(v) > 0 for v in row["all_seconds"].values())
+    paired = [h / a for h, a in zip(row["all_seconds"]["HTA"], row["all_seconds"]["analyze"], strict=True)]
+    assert row["hta_over_analyze"] == pytest.approx(sum(paired) / 2)
+    assert row["hta_over_analyze_spread"] == [min(paired), max(paired)]
+    assert row["mb"] == pytest.approx(truth.size_bytes / 1e6)
+    inproc = bench_analyze.measure_inproc(
+        [("gen", trace)], Path(warm.path), tmp_path / "work", repeats=2, cpus="0", judged={"gen"}
+    )
+    (mem,) = inproc
+    assert mem["peak_rss_mb"] >= mem["ready_rss_mb"] >= mem["start_rss_mb"] > 20
+    assert mem["peak_above_start_over_trace"] == pytest.approx(mem["peak_above_start_mb"] / mem["mb"])
+    assert len(mem["cpu_s"]) == 2 and mem["mb_per_cpu_s"] == pytest.approx(mem["mb"] / min(mem["cpu_s"]))
+    targets = bench_analyze.single_targets(single, inproc)
+    assert [t["target"].split(" ")[0] for t in targets] == ["analyze", "peak", "in-process"]
+    assert "HTA/analyze" in bench_analyze.format_single(single, inproc)
+    rows = run_all.summarise({"analyze": {"targets": [], "single": single, "inproc": inproc}})
+    assert [r["verdict"] in ("PASS", "MISS") for r in rows] == [True, True]
+
+
+def test_throughput_benchmark_core_with_a_tiny_model() -> None:
+    from benchmarks import bench_throughput
+
+    size = bench_capture.ModelSize(
+        text_hidden=64, text_layers=1, text_heads=4, vocab_size=300,
+        vision_hidden=32, vision_layers=1, vision_heads=2, image_size=56, patch_size=14,
+    )  # fmt: skip
+    res = bench_throughput.measure_size(size, samples=3, tokens=2, device=torch.device("cpu"), seed=0)
+    assert res["captured"] == 3 and res["accounting_ok"] is True
+    assert res["wall_over_generate"] == pytest.approx(res["wall_s"] / res["generate_sum_s"])
+    assert res["wall_over_generate"] > 1 and isinstance(res["pass"], bool)
+    m = res["median_ms"]
+    assert m["generate"] > 0 and m["export_background"] > 0 and m["check_background"] > 0
+    assert res["old_path_ms"]["export_ms"] > 0 and res["old_path_ms"]["check_ms"] > 0
+    text = bench_throughput.format_result({"sizes": {size.label: res}})
+    assert "sum of profiled generate()" in text
+    (row,) = run_all.summarise({"throughput": {"sizes": {size.label: res}}})
+    assert row["benchmark"] == "throughput" and row["verdict"] in ("PASS", "MISS")

@@ -42,6 +42,7 @@ def test_generation_settings() -> None:
     greedy = CaptureConfig(max_new_tokens=7, repetition_penalty=1.1).generation()
     assert greedy == GenerationSettings(7, 0, repetition_penalty=1.1)
     assert greedy.generate_kwargs() == {
+        "disable_compile": True,  # only --compile compiles, never transformers on its own
         "max_new_tokens": 7,
         "min_new_tokens": 0,
         "do_sample": False,

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from kineto_builders import vlm_trace
 
+from analyze import parse
 from analyze.errors import AnalyzeError
-from analyze.parse import read_trace
+from analyze.parse import Trace, read_trace
 from benchmarks.kineto import KinetoTrace
 
 DATA = Path(__file__).parent / "data" / "kineto-gpu"
@@ -87,9 +88,11 @@ def test_unexpected_field_types_take_the_lenient_path(tmp_path: Path) -> None:
     path = tmp_path / "odd.json"
     path.write_text(json.dumps(doc))
     trace = read_trace(path)
-    assert trace.correlation.tolist() == [12, 12]
-    assert trace.dur_us.tolist() == [1.0, 0.0]
-    assert trace.external_id.tolist() == [-1, -1]
+    # The string correlation is used; the kernel's null dur is no number: it is dropped, and said.
+    assert trace.correlation.tolist() == [12]
+    assert trace.dur_us.tolist() == [1.0]
+    assert trace.external_id.tolist() == [-1]
+    assert len(trace.warnings) == 1 and "1 event(s) dropped" in trace.warnings[0]
 
 
 @pytest.mark.parametrize(
@@ -98,8 +101,15 @@ def test_unexpected_field_types_take_the_lenient_path(tmp_path: Path) -> None:
         (b"", "empty file"),
         (b'{"traceEvents": [{"ph": "X", "name": "a"', "truncated"),
         (b'{"hello": 1}', "no traceEvents"),
-        (b"[1, 2, 3]", "no traceEvents"),
-        (b'{"traceEvents": []}', "no events"),
+        (b"[1, 2, 3]", "not a trace: no events"),
+        (b'{"traceEvents": []}', "not a trace: no events"),
+        (b'{"traceEvents": 5}', "no traceEvents list"),
+        (b"\0\0\0\0", "not valid JSON"),
+        # JSON that is no trace: nothing in it is a complete event (issue 10, item 6).
+        (b'[{"a": 1}]', "no complete"),
+        (b'{"traceEvents": [{"ph": 3}]}', "no complete"),
+        (b'[{"id": "c1", "event_data": "a.npy", "conversations": [{"from": "human", "value": "?"}]}]',
+         "no complete"),
     ],
 )
 def test_unreadable_json_names_the_file(tmp_path: Path, content: bytes, message: str) -> None:
@@ -146,3 +156,138 @@ def test_alexnet_flows_are_read() -> None:
     assert trace.gpu_name == "NVIDIA A100-PG509-200"
     assert (trace.flow_id >= 0).sum() == 345 + 155
     assert trace.ph.isin("s").sum() == 155 and trace.ph.isin("f").sum() == 345
+
+
+# -- streaming: pieces, cuts, limits (issue 14: memory; issue 10: bad numbers, bombs) -------------
+def _columns(trace: Trace) -> dict[str, list]:
+    return {
+        "ph": trace.ph.values().tolist(),
+        "cat": trace.cat.values().tolist(),
+        "name": trace.name.values().tolist(),
+        "thread": trace.thread.tolist(),
+        "ts": trace.ts_us.tolist(),
+        "dur": trace.dur_us.tolist(),
+        "correlation": trace.correlation.tolist(),
+        "external_id": trace.external_id.tolist(),
+        "flow": (trace.flow_id >= 0).tolist(),
+        "gpu": trace.gpu_thread[trace.thread].tolist(),
+        "gpu_name": [trace.gpu_name],
+    }
+
+
+def _busy_trace() -> KinetoTrace:
+    """Hundreds of events, so that small pieces cut the event array many times."""
+    t = vlm_trace()
+    for k in range(150):
+        t.op(f"aten::op{k % 7}", 1000 + 3 * k, 1001 + 3 * k, external_id=900 + k)
+        link = "flow" if k % 3 else "correlation"
+        t.launch(1000 + 3 * k, 1001 + 3 * k, 1002 + 3 * k, stream=7 + k % 2, link=link)
+    return t
+
+
+@pytest.mark.parametrize("piece", [64, 300, 4096])
+@pytest.mark.parametrize("suffix", [".json", ".json.gz"])
+def test_small_pieces_read_the_same_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int, suffix: str
+) -> None:
+    path = _busy_trace().write(tmp_path / f"t{suffix}")
+    whole = _columns(read_trace(path))
+    monkeypatch.setattr(parse, "PIECE_BYTES", piece)
+    assert _columns(read_trace(path)) == whole
+    assert len(whole["ts"]) == 688 and sum(whole["flow"]) == 2 + 2 * 100
+
+
+def _awkward_doc(tmp_path: Path) -> dict:
+    """A one-line (compact) document whose strings and args contain what a cut looks for."""
+    doc = json.loads(_busy_trace().write(tmp_path / "base.json").read_text())
+    props = doc.pop("deviceProperties")
+    for i, e in enumerate(doc["traceEvents"]):
+        if e.get("cat") == "cpu_op":
+            e["name"] = e["name"] + ['}, {"ph": "X"}', '\\"}, {', "}\n,{", "plain"][i % 4]
+            e["args"]["Input Dims"] = [[1, 2], []]
+            e["args"]["nested"] = [{"a": 1}, {"b": {"c": [{}, {}]}}]
+    doc["deviceProperties"] = props  # after the events: read with the last piece
+    return doc
+
+
+@pytest.mark.parametrize("piece", [50, 333, 10_000])
+def test_cuts_inside_strings_and_nested_objects_are_not_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    doc = _awkward_doc(tmp_path)
+    compact = tmp_path / "compact.json"
+    compact.write_text(json.dumps(doc, separators=(",", ":")))
+    indented = tmp_path / "indented.json.gz"
+    indented.write_bytes(gzip.compress(json.dumps(doc, indent=3).encode()))
+    array = tmp_path / "array.json"
+    array.write_text(json.dumps(doc["traceEvents"]))
+    whole = _columns(read_trace(compact))
+    assert whole["gpu_name"] == ["Synthetic GPU"]
+    assert any(n.endswith('}, {"ph": "X"}') for n in whole["name"])
+    monkeypatch.setattr(parse, "PIECE_BYTES", piece)
+    assert _columns(read_trace(compact)) == whole
+    assert _columns(read_trace(indented)) == whole
+    from_array = _columns(read_trace(array))
+    assert from_array == {**whole, "gpu_name": [""]}  # the array form has no deviceProperties
+
+
+def test_concatenated_gzip_members_are_one_trace(tmp_path: Path) -> None:
+    text = _busy_trace().write(tmp_path / "t.json").read_bytes()
+    path = tmp_path / "members.json.gz"
+    half = len(text) // 2
+    path.write_bytes(gzip.compress(text[:half]) + gzip.compress(text[half:]) + b"\0" * 16)
+    assert _columns(read_trace(path)) == _columns(read_trace(tmp_path / "t.json"))
+    path.write_bytes(gzip.compress(text) + b"garbage")
+    with pytest.raises(AnalyzeError, match="corrupt gzip"):
+        read_trace(path)
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """4 MB of gzip that would inflate to 4 GB is refused once it passes the limit (issue 10, item 13)."""
+    bomb = tmp_path / "bomb.json.gz"
+    chunk = gzip.compress(b'{"traceEvents": [' + b" " * (64 << 20), compresslevel=9)
+    bomb.write_bytes(chunk)  # one 64 MB member (64 KB on disk)
+    inflated: list[int] = []
+    original = parse._gunzip
+
+    def counting(*args: object) -> object:
+        for piece in original(*args):  # type: ignore[arg-type]
+            inflated.append(len(piece))
+            yield piece
+
+    monkeypatch.setattr(parse, "_gunzip", counting)
+    with pytest.raises(AnalyzeError, match=r"larger than 8 MB uncompressed \(--max-trace-mb\)") as err:
+        read_trace(bomb, max_bytes=8 * parse.MB)
+    assert str(bomb) in str(err.value)
+    assert sum(inflated) <= 8 * parse.MB  # stopped at the limit, never inflated whole
+    plain = tmp_path / "big.json"
+    plain.write_bytes(b" " * (2 * parse.MB))
+    with pytest.raises(AnalyzeError, match="larger than 1 MB"):
+        read_trace(plain, max_bytes=parse.MB)
+
+
+def test_events_with_bad_numbers_are_dropped_and_counted(tmp_path: Path) -> None:
+    """A negative or non-numeric dur, a missing or non-numeric ts: dropped, said once (issue 10, item 9)."""
+    events = [
+        {"ph": "X", "cat": "user_annotation", "name": "sample#0", "pid": 1, "tid": 1, "ts": 0, "dur": 100},
+        {"ph": "X", "cat": "user_annotation", "name": "stage1:load", "pid": 1, "tid": 1, "ts": 10,
+         "dur": -50},
+        {"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": "soon", "dur": 5},
+        {"ph": "X", "cat": "cpu_op", "name": "b", "pid": 1, "tid": 1, "dur": 5},
+        {"ph": "X", "cat": "cpu_op", "name": "c", "pid": 1, "tid": 1, "ts": 20, "dur": "long"},
+        {"ph": "X", "cat": "cpu_op", "name": "ok", "pid": 1, "tid": 1, "ts": 30, "dur": 5},
+        {"ph": "i", "name": "instant", "pid": 1, "tid": 1, "ts": 40},
+        {"ph": "M", "name": "process_name", "pid": 1, "tid": 0, "args": {"name": "python"}},
+    ]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    trace = read_trace(path)
+    assert trace.name.values().tolist() == ["sample#0", "ok", "instant"]
+    assert trace.warnings == (
+        f"{path}: 4 event(s) dropped: ts missing or not a number, or a complete event's dur not a "
+        "number or negative",
+    )
+    alone = tmp_path / "all-bad.json"
+    alone.write_text(json.dumps([events[1], events[2]]))
+    with pytest.raises(AnalyzeError, match=r"no complete .* event \(2 had unusable ts/dur numbers\)"):
+        read_trace(alone)

@@ -255,3 +255,71 @@ def test_outcomes_record_prompt_prefill_tokens_kv_cache_and_memory(tiny_run) -> 
     assert eventgpt["config"]["frames"] == 5 and eventgpt["samples"][0]["prompt"].endswith(
         "USER: <ev_start><event><ev_end>\nWhat are the key elements in this scene? ASSISTANT:"
     )
+
+
+def test_run_json_never_claims_a_trace_that_is_not_whole_on_disk(tmp_path: Path, monkeypatch) -> None:
+    """Traces are written in the background (issue 14): a sample is recorded only once its trace
+    is on disk, and each records how long its export and check took off the critical path."""
+    from capture.manifest import RunFolder
+
+    real_save, checked = RunFolder.save, []
+
+    def save_checking(self: RunFolder) -> None:
+        for s in self.manifest.samples:
+            if s.status == "ok":
+                load_trace(self.run_dir / s.trace)  # exists, and whole
+                checked.append(s.index)
+        real_save(self)
+
+    monkeypatch.setattr(RunFolder, "save", save_checking)
+    cap = Capture.prepare(_cfg(tmp_path, samples=4))
+    cap.run()
+    data = _manifest(cap.folder.run_dir)
+    assert data["status"] == "complete" and set(checked) == {0, 1, 2, 3}
+    for s in data["samples"]:
+        assert s["export_ms"] > 0 and s["check_ms"] > 0 and s["accounting"]["ok"]
+
+
+def test_kill_during_export_leaves_its_temporary_file_in_the_run_folder_for_resume(tmp_path: Path) -> None:
+    """Issue 10.12: torch's .gz export went through the system temp folder, where a kill -9 left
+    the uncompressed trace and --resume never looked. Now both temporaries sit in the run folder."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    out = tmp_path / "out"
+    code = (
+        "import time, capture.runner as r\n"
+        "real = r.save_json\n"
+        "def slow(prof, path):\n    real(prof, path)\n    time.sleep(120)\n"
+        "r.save_json = slow\n"
+        "from capture.cli import main\nmain()\n"
+    )
+    args = ["--model", "tiny-llava", "--samples", "3", "--max-new-tokens", "2", "--warmup", "0"]
+    args += ["--out", str(out), "-q"]
+    env = {**os.environ, "TMPDIR": str(system_tmp)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    try:
+        pattern = "*/.sample-00000.pt.trace.json.gz.tmp-*.json"
+        while time.monotonic() < deadline and not list(out.glob(pattern)):
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    (run_dir,) = out.iterdir()
+    from analyze.files import tmp_files
+
+    left = tmp_files(run_dir)
+    assert [p.name.split(".tmp-")[0] for p in left] == [".sample-00000.pt.trace.json.gz"]
+    assert left[0].stat().st_size > 0  # Kineto's uncompressed JSON
+    assert list(system_tmp.iterdir()) == []
+    assert _manifest(run_dir)["completed"] == 0  # run.json claims no sample whose trace is not whole
+    resumed = Capture.prepare(CaptureConfig(), resume=run_dir)
+    assert tmp_files(run_dir) == []
+    resumed.run()
+    assert resumed.folder.manifest.status == "complete"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "run.json", *(f"sample-{i:05d}.pt.trace.json.gz" for i in range(3))
+    ]
