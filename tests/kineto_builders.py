@@ -195,6 +195,30 @@ STEP_STRIDE_US = 10_200
 DECODE_SHAPES = ("launch", "graph", "sync", "mixed", "host")
 
 
+def write_ab_runs(root: Path, b_traces: list[KinetoTrace] | None = None) -> Path:
+    """``root/a`` (run-a: two GPU samples, run.json) and ``root/b`` (no run.json; one CPU sample
+    unless ``b_traces`` says otherwise); returns ``root``."""
+    write_run(root / "a", [vlm_trace("4.x", sample=0), vlm_trace("5.x", sample=1)], manifest("run-a"))
+    write_run(root / "b", b_traces if b_traces is not None else [vlm_trace("5.x", gpu=False)])
+    return root
+
+
+def write_mixed_runs(root: Path) -> list[Path]:
+    """Three runs under ``root``: ``gpu`` (two samples, identity check failed), ``cpu`` (one
+    sample) and ``foreign`` (one unlabelled op, no run.json)."""
+    plain = KinetoTrace(device=None)
+    plain.op("aten::mm", 0, 10)
+    return [
+        write_run(
+            root / "gpu",
+            [vlm_trace("4.x", sample=0), vlm_trace("5.x", sample=1)],
+            manifest("gpu", identity_ok=False),
+        ),
+        write_run(root / "cpu", [vlm_trace("5.x", gpu=False)]),
+        write_run(root / "foreign", [plain]),
+    ]
+
+
 def _sync_call(t: KinetoTrace, name: str, start_us: float, end_us: float) -> None:
     t.runtime(name, t._ns(start_us), round((end_us - start_us) * 1000), correlation=t.new_id())
 

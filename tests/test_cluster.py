@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
-from kineto_builders import manifest, vlm_trace, write_run
+from kineto_builders import vlm_trace, write_ab_runs, write_run
 
 from analyze import cluster
 from analyze.cli import main
@@ -96,10 +96,7 @@ def _run(*args: object) -> Result:
 
 @pytest.fixture
 def traces(tmp_path: Path) -> Path:
-    root = tmp_path / "traces"
-    write_run(root / "a", [vlm_trace("4.x", sample=0), vlm_trace("5.x", sample=1)], manifest("run-a"))
-    write_run(root / "b", [vlm_trace("5.x", gpu=False), vlm_trace("4.x", flows=False)])
-    return root
+    return write_ab_runs(tmp_path / "traces", [vlm_trace("5.x", gpu=False), vlm_trace("4.x", flows=False)])
 
 
 def test_the_cluster_gives_the_local_tables_and_reuses_them(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from kineto_builders import manifest, vlm_trace, write_run
+from kineto_builders import manifest, vlm_trace, write_ab_runs, write_run
 
 from analyze import store
 from analyze.cli import main
@@ -25,10 +25,7 @@ TABLES = ("runs", "samples", "stages", "tokens", "ops")
 
 @pytest.fixture
 def traces(tmp_path: Path) -> Path:
-    root = tmp_path / "traces"
-    write_run(root / "a", [vlm_trace("4.x", sample=0), vlm_trace("5.x", sample=1)], manifest("run-a"))
-    write_run(root / "b", [vlm_trace("5.x", gpu=False)])
-    return root
+    return write_ab_runs(tmp_path / "traces")
 
 
 def test_partition_names_escape_like_hive() -> None:

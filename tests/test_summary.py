@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from kineto_builders import manifest, vlm_trace, write_run, write_verdict_runs
+from kineto_builders import write_mixed_runs, write_verdict_runs
 from report_fixtures import RUN_CPU, RUN_GPU, make_tables
 
 from analyze import summary
@@ -23,21 +23,12 @@ from analyze.summary import (
     summary_warnings,
 )
 from analyze.tables import Tables, analyze_paths, conform
-from benchmarks.kineto import KinetoTrace
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory: pytest.TempPathFactory) -> Tables:
     root = tmp_path_factory.mktemp("traces")
-    write_run(
-        root / "gpu",
-        [vlm_trace("4.x", sample=0), vlm_trace("5.x", sample=1)],
-        manifest("gpu", identity_ok=False),
-    )
-    write_run(root / "cpu", [vlm_trace("5.x", gpu=False)])
-    plain = KinetoTrace(device=None)
-    plain.op("aten::mm", 0, 10)
-    write_run(root / "foreign", [plain])
+    write_mixed_runs(root)
     return analyze_paths([root])[0]
 
 

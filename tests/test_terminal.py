@@ -7,27 +7,18 @@ import re
 from pathlib import Path
 
 import pytest
-from kineto_builders import manifest, vlm_trace, write_run, write_verdict_runs
+from kineto_builders import write_mixed_runs, write_verdict_runs
 from report_fixtures import RUN_CPU, RUN_GPU, make_tables
 
 from analyze import report
 from analyze.tables import Tables, analyze_paths
 from analyze.terminal import format_summary
-from benchmarks.kineto import KinetoTrace
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory: pytest.TempPathFactory) -> Tables:
     root = tmp_path_factory.mktemp("traces")
-    write_run(
-        root / "gpu",
-        [vlm_trace("4.x", sample=0), vlm_trace("5.x", sample=1)],
-        manifest("gpu", identity_ok=False),
-    )
-    write_run(root / "cpu", [vlm_trace("5.x", gpu=False)])
-    plain = KinetoTrace(device=None)
-    plain.op("aten::mm", 0, 10)
-    write_run(root / "foreign", [plain])
+    write_mixed_runs(root)
     return analyze_paths([root])[0]
 
 
