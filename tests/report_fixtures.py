@@ -149,7 +149,7 @@ def _tokens(gpu: bool) -> pd.DataFrame:
                         # decode steps 1-3 are launch-bound on the GPU run: kernels a fifth of host time
                         "gpu_kernel_ms": (host * (0.2 if 1 <= k <= 3 else 0.9)) if run_gpu else 0.0,
                         "n_kernels": 12 if run_gpu else 0,
-                        **_evidence(run_gpu, host, 0.04 if 1 <= k <= 3 else 0.9),
+                        **evidence_columns(run_gpu, host, 0.04 if 1 <= k <= 3 else 0.9),
                     }
                 )
     return pd.DataFrame(rows).astype({"step": "int64", "n_kernels": "int64", "n_launches": "int64"})
@@ -160,7 +160,7 @@ def _tokens(gpu: bool) -> pd.DataFrame:
 STAGE_BUSY = {"stage3:vision": 0.9, "stage4:prefill": 0.9, "stage4:decode": 0.2}
 
 
-def _evidence(run_gpu: bool, span_ms: float, busy_share: float) -> dict[str, object]:
+def evidence_columns(run_gpu: bool, span_ms: float, busy_share: float) -> dict[str, object]:
     """The verdict columns of a step or stage that spans ``span_ms`` with this GPU-busy share."""
     if not run_gpu:
         return {
@@ -224,7 +224,7 @@ def _ops_and_stages(gpu: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
                         "n_host_ops": 16,
                         "n_kernels": 12 if run_gpu else 0,
                         "n_device_events": 12 if run_gpu else 0,
-                        **_evidence(run_gpu, host, STAGE_BUSY[stage]),
+                        **evidence_columns(run_gpu, host, STAGE_BUSY[stage]),
                     }
                 )
     ops = pd.DataFrame(
