@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import click
 
 from analyze.cliutil import CONTEXT_SETTINGS, InputError, version_option
+from analyze.contract import DEFAULT_MAX_TRACE_MB
 from analyze.discover import OUTPUT_DIR
 from analyze.errors import AnalyzeError
-from analyze.parse import DEFAULT_MAX_TRACE_MB
 from analyze.stagemap import combine
 
 # Start-up is part of every run's time (a single trace takes well under a second), so each path

@@ -71,6 +71,14 @@ def probe(snapshot: str, trace: str) -> dict[str, Any]:
     return {"code": code_key(), "write": writable, "read": readable}
 
 
+def unreadable_on_worker(path: Path | str, worker: str, detail: str) -> str:
+    """The one-line error for a trace that a Dask worker cannot open."""
+    return (
+        f"{path}: Dask worker {worker} cannot read it ({detail}); every worker must see the traces "
+        "at the same path (a shared filesystem)"
+    )
+
+
 def _worker_job(job: TraceJob) -> JobResult:
     """trace_job on a worker; a trace it cannot open is marked with the worker's address."""
     result = trace_job(job)
@@ -101,10 +109,7 @@ def _preflight(client: Any, scheduler: str, jobs: Sequence[TraceJob], code: str)
                 f"({answer['write']}); the workers must see it at the same path (a shared filesystem)"
             )
         if answer["read"]:
-            raise AnalyzeError(
-                f"{jobs[0].task.path}: Dask worker {worker} cannot read it ({answer['read']}); every worker "
-                "must see the traces at the same path (a shared filesystem)"
-            )
+            raise AnalyzeError(unreadable_on_worker(jobs[0].task.path, worker, answer["read"]))
 
 
 def run_jobs(scheduler: str, jobs: Sequence[TraceJob], progress: bool, *, code: str) -> Iterator[JobResult]:

@@ -206,6 +206,10 @@ class AnalysisSnapshot(msgspec.Struct, kw_only=True):
 # sample, where it ran (host, rank, device); version 1 files are migrated on read (migrate()).
 
 MANIFEST_NAME = "run.json"
+
+MB = 1_000_000  # megabytes in sizes of traces are decimal
+# analyze's --max-trace-mb: a trace that inflates past this is refused, not read.
+DEFAULT_MAX_TRACE_MB = 4096
 # A rank of a distributed capture (torchrun) writes its own part, same schema; rank 0 merges the
 # parts into run.json at the end (capture/distributed.py).
 PART_PREFIX, PART_SUFFIX = "run.rank-", ".json"

@@ -25,23 +25,26 @@ from typing import Any
 import pandas as pd
 
 from analyze import store
-from analyze.contract import INDEX_SCHEMA, TABLE_SCHEMAS, AnalysisSnapshot, SnapshotRun
+from analyze.contract import INDEX_SCHEMA, AnalysisSnapshot, SnapshotRun
 from analyze.discover import discover
 from analyze.errors import AnalyzeError, first_line
 from analyze.stagemap import StageMap
 from analyze.tables import (
     NothingReadable,
     TraceFacts,
-    return_freed_memory,
     run_row,
+    safe_analyze,
     trace_tasks,
 )
-from analyze.trace_tables import TraceTask, analyze_trace
+from analyze.trace_tables import TraceTask
 from analyze.workers import map_traces
 
 HASH_SPAN = 64 * 1024  # bytes hashed at each end of a trace file
 # The modules whose code decides a trace's rows: a change to any of them invalidates reuse.
-_ANALYSIS_MODULES = ("parse", "attribute", "tokens", "trace_tables", "vocabulary", "stagemap", "contract")
+# tests/test_incremental.py checks that these are the analyze modules trace_tables imports.
+_ANALYSIS_MODULES = (
+    "parse", "attribute", "bound", "tokens", "trace_tables", "vocabulary", "stagemap", "contract", "errors",
+)  # fmt: skip
 
 
 class OutputError(AnalyzeError):
@@ -50,12 +53,12 @@ class OutputError(AnalyzeError):
 
 @functools.cache
 def code_key() -> str:
-    """A hash of the analysis code and the table schemas (rows computed by other code are not reused)."""
+    """A hash of the analysis code, the table schemas (contract) included: rows computed by other
+    code are not reused."""
     h = hashlib.blake2b(digest_size=8)
     base = Path(__file__).parent
     for name in _ANALYSIS_MODULES:
         h.update((base / f"{name}.py").read_bytes())
-    h.update(repr(TABLE_SCHEMAS).encode())
     return h.hexdigest()
 
 
@@ -92,7 +95,6 @@ class TraceJob:
     key: str  # task_key(task), computed once by the caller
     previous: dict[str, Any] | None = None  # its row in the previous snapshot's index
     previous_snapshot: Path | None = None
-    strict: bool = False  # a file that cannot be opened is an error (cluster), not a skipped trace
 
 
 @dataclass(frozen=True)
@@ -178,27 +180,13 @@ def trace_job(job: TraceJob) -> JobResult:
     }
     try:
         if same and prev is not None and _link_previous(job):
-            keep = (
-                "gpu_name",
-                "has_gpu",
-                "rows_samples",
-                "rows_stages",
-                "rows_tokens",
-                "rows_ops",
-                "analysed",
-                "warnings",
-            )
-            return Done({**row, **{k: prev[k] for k in keep}}, reused=True)
+            # What the analysis found (GPU, row counts, warnings) carries over from the previous run.
+            return Done({**row, **{k: prev[k] for k in INDEX_SCHEMA if k not in row}}, reused=True)
     except OSError as exc:
         raise OutputError(store.cannot_write(job.snapshot.parent.parent, exc)) from None
-    try:
-        result = analyze_trace(task)
-    except AnalyzeError as exc:
-        return Skipped(str(exc))
-    except Exception as exc:  # a malformed trace must not stop the others
-        return Skipped(f"{task.path}: could not be analysed ({type(exc).__name__}: {exc})")
-    finally:
-        return_freed_memory()
+    result = safe_analyze(task)
+    if isinstance(result, str):
+        return Skipped(result)
     counts = {}
     try:
         for table in store.PER_TRACE_TABLES:
@@ -257,8 +245,7 @@ def analyze_into(
     """
     runs, warnings = discover(paths)
     partitions = {run.run_id: store.partition_name(run.run_id) for run in runs}
-    max_bytes = None if max_trace_mb is None else int(max_trace_mb * 1_000_000)
-    tasks = trace_tasks(runs, stage_map, max_bytes)
+    tasks = trace_tasks(runs, stage_map, max_trace_mb)
     out_dir = Path(out_dir).absolute()  # workers elsewhere (Dask) have another working directory
     previous_dir = None if fresh else store.current_snapshot(out_dir)
     previous = _previous_rows(previous_dir)
@@ -280,7 +267,6 @@ def analyze_into(
                 key=task_key(t),
                 previous=previous.get(str(t.path)),
                 previous_snapshot=previous_dir,
-                strict=scheduler is not None,
             )
             for t in tasks
         ]
@@ -290,11 +276,10 @@ def analyze_into(
         reused = 0
         for job, result in zip(todo, runner(todo, progress), strict=True):
             if isinstance(result, Skipped):
-                if result.unreachable and job.strict:
-                    raise AnalyzeError(
-                        f"{job.task.path}: Dask worker {result.where} cannot read it ({result.detail}); "
-                        "every worker must see the traces at the same path (a shared filesystem)"
-                    )
+                if result.unreachable and scheduler is not None:  # on a cluster: not shared, an error
+                    from analyze.cluster import unreadable_on_worker
+
+                    raise AnalyzeError(unreadable_on_worker(job.task.path, result.where, result.detail))
                 reasons.append(result.reason)
                 warnings.append(f"{result.reason} - skipped")
                 skipped[job.task.run_id] += 1
@@ -303,9 +288,7 @@ def analyze_into(
             warnings.extend(w for w in str(result.row.get("warnings") or "").split("\n") if w)
             reused += result.reused
         if not any(done.values()):
-            raise NothingReadable(
-                f"none of the {len(tasks)} trace files could be read; first: {reasons[0]}", warnings
-            )
+            raise NothingReadable.of(len(tasks), reasons, warnings)
         rows = [r for run in runs for r in done[run.run_id]]
         facts = {rid: [TraceFacts(r["gpu_name"], r["has_gpu"]) for r in rs] for rid, rs in done.items()}
         snapshot.write_runs(

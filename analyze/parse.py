@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from analyze.contract import DEFAULT_MAX_TRACE_MB, MB
 from analyze.errors import AnalyzeError
 
 # Event categories (Kineto's "cat") that matter to attribution.
@@ -52,9 +53,6 @@ DEVICE_ONLY_CATS = ("gpu_user_annotation", "cuda_sync")
 NOT_WORK_CATS = ("Trace",)
 FLOW_CAT = "ac2g"
 
-MB = 1_000_000
-# analyze's --max-trace-mb: a trace that inflates past this is refused, not read.
-DEFAULT_MAX_TRACE_MB = 4096
 PIECE_BYTES = 4 << 20  # inflated bytes decoded at a time
 _COMPRESSED_READ = 1 << 20
 _HEADER_LIMIT = 64 << 20  # "traceEvents": [ must start within this many bytes
@@ -230,11 +228,6 @@ def _gunzip(path: Path, fh: Any, limit: int) -> Iterator[bytes]:
         raise AnalyzeError(f"{path}: truncated or corrupt gzip ({exc})") from None
     if not inflater.eof:
         raise AnalyzeError(f"{path}: truncated or corrupt gzip (compressed data ends early)")
-
-
-def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
-    """The whole uncompressed JSON text of a ``.json`` or ``.json.gz`` file (see :func:`inflate`)."""
-    return b"".join(inflate(Path(path), max_bytes))
 
 
 # -------------------------------------------------------------------------------------- decoding
@@ -428,9 +421,9 @@ class _Stream:
         """The last events, and whatever keys follow the array (the closing brace included)."""
         text = buf if array_form else b'{"traceEvents":' + buf
         try:
+            if array_form:
+                return _decode_events(text)
             try:
-                if array_form:
-                    return _EVENTS.decode(text)
                 doc = _TAIL.decode(text)
                 self.gpu_name = _gpu_name(doc.deviceProperties) or self.gpu_name
                 return doc.traceEvents
@@ -438,8 +431,6 @@ class _Stream:
                 lenient = _LENIENT.decode(text)
         except msgspec.DecodeError as exc:
             raise AnalyzeError(f"{self.path}: not valid JSON, truncated? ({exc})") from None
-        if array_form:
-            return _coerce_all(lenient)
         self.gpu_name = _lenient_gpu_name(lenient.get("deviceProperties")) or self.gpu_name
         return _coerce_all(lenient["traceEvents"])
 

@@ -47,7 +47,7 @@ from analyze.contract import (
     SnapshotRun,
 )
 from analyze.errors import AnalyzeError, first_line
-from analyze.files import TMP_MARK, write_atomic, write_bytes_atomic
+from analyze.files import tmp_path, write_atomic, write_bytes_atomic
 from analyze.tables import Tables, conform, empty_table
 
 BUILDING = BUILDING_NAME  # marker in a snapshot still being written: "<host> <pid>"
@@ -86,12 +86,12 @@ def part_name(order: int) -> str:
     return f"{order:08d}.parquet"
 
 
-def arrow_schema(table: str, *, key: bool = False) -> pa.Schema:
-    """The Arrow schema of ``table``'s files (without run_id, which the folder names), or with it."""
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of ``table``'s files (without run_id, which the folder names; the index
+    keeps it)."""
     cols = TABLE_SCHEMAS.get(table, INDEX_SCHEMA)
-    return pa.schema(
-        [pa.field(c, _ARROW[t]) for c, t in cols.items() if key or c != PARTITION_KEY or table == "index"]
-    )
+    keep = [c for c in cols if c != PARTITION_KEY or table == "index"]
+    return pa.schema([pa.field(c, _ARROW[cols[c]]) for c in keep])
 
 
 def to_arrow(frame: pd.DataFrame, table: str) -> pa.Table:
@@ -185,7 +185,7 @@ class Snapshot:
         (self.path / BUILDING).unlink(missing_ok=True)
         previous = current_snapshot(self.out_dir)
         link = self.out_dir / TABLES_LINK
-        tmp = link.with_name(f".{link.name}{TMP_MARK}{os.getpid()}")
+        tmp = tmp_path(link)
         tmp.unlink(missing_ok=True)
         try:
             os.symlink(f"{SNAPSHOTS_DIR}/{self.path.name}", tmp)
@@ -254,11 +254,16 @@ def read_catalogue(snapshot: Path) -> AnalysisSnapshot:
         raise AnalyzeError(f"{path}: unreadable snapshot catalogue ({first_line(exc)})") from None
 
 
+def empty_index() -> pd.DataFrame:
+    """A reuse index with no rows."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in INDEX_SCHEMA.items()})
+
+
 def read_index(snapshot: Path) -> pd.DataFrame:
     """The reuse index of a snapshot (no rows when it has none)."""
     path = Path(snapshot) / INDEX_NAME
     if not path.is_file():
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in INDEX_SCHEMA.items()})
+        return empty_index()
     return pq.read_table(path, schema=arrow_schema("index")).to_pandas().astype(INDEX_SCHEMA)
 
 
@@ -357,7 +362,7 @@ def write_tables(tables: Tables, out_dir: Path) -> list[Path]:
                 folder = snapshot.table_dir(table, partitions[run_id])
                 folder.mkdir(parents=True, exist_ok=True)
                 write_frame(folder / part_name(0), groups.get(run_id, frame.iloc[:0]), table)
-        snapshot.write_index(pd.DataFrame({c: pd.Series(dtype=t) for c, t in INDEX_SCHEMA.items()}))
+        snapshot.write_index(empty_index())
         counts = tables.samples[PARTITION_KEY].value_counts()
         snapshot.commit(
             AnalysisSnapshot(

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Protocol
 
 import pandas as pd
 
-from analyze.contract import TABLE_SCHEMAS, RunManifest
+from analyze.contract import MB, TABLE_SCHEMAS, RunManifest
 from analyze.discover import RunInput, discover, sample_id
 from analyze.errors import AnalyzeError
 from analyze.stagemap import StageMap
@@ -30,6 +30,11 @@ class NothingReadable(AnalyzeError):
     def __init__(self, message: str, warnings: list[str]) -> None:
         super().__init__(message)
         self.warnings = warnings
+
+    @classmethod
+    def of(cls, n_traces: int, reasons: list[str], warnings: list[str]) -> NothingReadable:
+        """The error after all ``n_traces`` were skipped, ``reasons`` saying why each."""
+        return cls(f"none of the {n_traces} trace files could be read; first: {reasons[0]}", warnings)
 
 
 @dataclass(frozen=True)
@@ -65,10 +70,11 @@ def run_model(manifest: RunManifest | None) -> str:
 
 
 def trace_tasks(
-    runs: Sequence[RunInput], stage_map: StageMap | None, max_bytes: int | None = None
+    runs: Sequence[RunInput], stage_map: StageMap | None, max_trace_mb: float | None = None
 ) -> list[TraceTask]:
-    """One task per trace of ``runs``, in run order and then trace order; ``max_bytes`` refuses
+    """One task per trace of ``runs``, in run order and then trace order; ``max_trace_mb`` refuses
     a trace larger than that uncompressed (``--max-trace-mb``)."""
+    max_bytes = None if max_trace_mb is None else int(max_trace_mb * MB)
     tasks = []
     for run in runs:
         model = run_model(run.manifest)
@@ -213,12 +219,11 @@ def analyze_paths(
     """Analyse the runs under ``paths``; returns the tables and warnings (skipped traces, ...).
 
     ``max_trace_mb``: a trace larger than this uncompressed is skipped with a warning (default:
-    parse.DEFAULT_MAX_TRACE_MB). Raises AnalyzeError when a path is missing or holds no traces,
+    contract.DEFAULT_MAX_TRACE_MB). Raises AnalyzeError when a path is missing or holds no traces,
     or no trace could be read.
     """
     runs, warnings = discover(paths)
-    max_bytes = None if max_trace_mb is None else int(max_trace_mb * 1_000_000)
-    tasks = trace_tasks(runs, stage_map, max_bytes)
+    tasks = trace_tasks(runs, stage_map, max_trace_mb)
     read: dict[str, list[TraceTables]] = {run.run_id: [] for run in runs}
     skipped: dict[str, int] = dict.fromkeys(read, 0)
     reasons: list[str] = []
@@ -231,9 +236,7 @@ def analyze_paths(
             read[task.run_id].append(result)
             warnings.extend(result.warnings)
     if not any(read.values()):
-        raise NothingReadable(
-            f"none of the {len(tasks)} trace files could be read; first: {reasons[0]}", warnings
-        )
+        raise NothingReadable.of(len(tasks), reasons, warnings)
     all_read = [r for run in runs for r in read[run.run_id]]
     tables = Tables(
         runs=conform(pd.DataFrame([run_row(r, read[r.run_id], skipped[r.run_id]) for r in runs]), "runs"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 from kineto_builders import manifest, vlm_trace, write_ab_runs, write_run
 
+import analyze
+from analyze import incremental
 from analyze.cli import main
 from analyze.incremental import analyze_into, fingerprint
 from analyze.stagemap import StageMap
@@ -144,3 +147,30 @@ def test_run_json_facts_reach_the_tables_and_a_changed_run_json_is_analysed_agai
     again = _run(run, "--out", out)
     assert "traces: 1 analysed, 1 reused" in again.stdout
     assert read_tables(out).samples["prefill_tokens"].tolist() == [641, 578]
+
+
+def _analyze_imports(module: str) -> set[str]:
+    """The analyze modules that ``analyze/<module>.py`` imports, at any depth of its code."""
+    tree = ast.parse((Path(analyze.__file__).parent / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "analyze":
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("analyze."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("analyze.")}
+    return found
+
+
+def test_code_key_covers_every_module_that_computes_rows() -> None:
+    """A change to any module a trace's rows come from must invalidate reuse (bound.py was once
+    missing: its verdicts would have been reused after a change)."""
+    seen: set[str] = set()
+    todo = ["trace_tables"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(_analyze_imports(module))
+    assert seen == set(incremental._ANALYSIS_MODULES)
