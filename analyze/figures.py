@@ -362,15 +362,6 @@ def hta_idle_figure(idle: pd.DataFrame) -> go.Figure:
     return _layout(fig, height=340, barmode="stack", title="HTA idle time by stream")
 
 
-VERDICT_COLOURS = {
-    "device": "#4e79a7",
-    "launch": "#e15759",
-    "sync": "#f28e2b",
-    "host": "#bab0ac",
-    "mixed": "#76b7b2",
-}
-
-
 def busy_strip_figure(tokens: pd.DataFrame) -> go.Figure:
     """Per-step strip of GPU-busy share: one row per sample, one cell per generation step, coloured
     by ``gpu_busy_share`` (0 white to 1 dark), the step's verdict written in the cell and its

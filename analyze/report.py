@@ -153,21 +153,15 @@ def _setting(value: object) -> str:
     return _text(value)
 
 
-def _verdict_text(verdict: str) -> str:
-    return verdict if verdict in ("mixed", "") else f"{verdict}-bound"
-
-
 def _verdict_rows(verdicts: pd.DataFrame) -> list[dict[str, Any]]:
     """summary.verdict_summary rows for the template: the verdict as words, the other verdicts."""
     return [
         {
             "what": r["what"],
-            "verdict": _verdict_text(str(r["bound"])) if r["bound"] else "no verdict",
+            "verdict": numbers.verdict_name(str(r["bound"])) if r["bound"] else "no verdict",
             "bound": r["bound"],
             "in": f"{r['n_bound']}/{r['n']} {r['unit']}",
-            "others": ", ".join(
-                f"{_verdict_text(v)} in {n}" for v, n in r["counts"].items() if v != r["bound"]
-            ),
+            "others": ", ".join(numbers.other_verdicts(r)),
             "gpu_busy_share": r["gpu_busy_share"],
             "remedy": r["remedy"],
         }
@@ -180,7 +174,7 @@ def _why_section(page: _Collected, tables: Tables, run: pd.Series, index: int) -
     evidence table; a CPU-only run gets a note instead of the strip."""
     run_id = str(run["run_id"])
     evidence = numbers.evidence_table(tables, run_id)
-    evidence["bound"] = evidence["bound"].map(_verdict_text)
+    evidence["bound"] = evidence["bound"].map(numbers.verdict_name)
     why: dict[str, Any] = {
         "verdicts": _verdict_rows(numbers.verdict_summary(tables, run_id)),
         "evidence": evidence.to_dict("records") if bool(run["has_gpu"]) else [],
@@ -217,8 +211,8 @@ def _setting_comparisons(tables: Tables) -> list[dict[str, Any]]:
             "stages": [
                 {
                     **r,
-                    "base_bound": _verdict_text(r["base_bound"]),
-                    "other_bound": _verdict_text(r["other_bound"]),
+                    "base_bound": numbers.verdict_name(r["base_bound"]),
+                    "other_bound": numbers.verdict_name(r["other_bound"]),
                 }
                 for r in c.stages.to_dict("records")
             ],

@@ -329,7 +329,6 @@ REMEDIES: dict[tuple[str, str], str] = {
     (voc.PREPROCESS, bound.HOST): "try fewer --frames or a faster preprocessing path",
 }
 GRAPHS_REMEDY = "already replayed as graphs: the remaining launches are outside the graph"
-PHASES = ("prefill", "decode")
 MATTERS_SHARE = 0.05  # a stage matters when its mean host self time is at least this share of the wall
 
 VERDICT_COLUMNS = (
@@ -353,10 +352,34 @@ def _majority(bounds: pd.Series) -> tuple[str, dict[str, int]]:
     return (ordered[0][0] if ordered else bound.NO_VERDICT), {str(k): int(v) for k, v in ordered}
 
 
+def _most_common(bounds: pd.Series) -> str:
+    return _majority(bounds)[0]
+
+
+def _verdict_groups(tables: Tables, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A run's tokens, and its stages less prefill and decode where the phases (from the tokens)
+    stand for them."""
+    tokens = tables.tokens.loc[tables.tokens["run_id"] == run_id]
+    stages = tables.stages.loc[tables.stages["run_id"] == run_id]
+    if not tokens.empty:
+        stages = stages.loc[~stages["stage"].isin([voc.PREFILL, voc.DECODE])]
+    return tokens, stages
+
+
 def _remedy(what: str, verdict: str, n_graph_launches: float) -> str:
     if what == "decode" and verdict == bound.LAUNCH and n_graph_launches > 0:
         return GRAPHS_REMEDY
     return REMEDIES.get((what, verdict), "")
+
+
+def verdict_name(verdict: str) -> str:
+    """``launch`` -> ``launch-bound``; ``mixed`` (and no verdict, "") stay as they are."""
+    return verdict if verdict in ("mixed", "") else f"{verdict}-bound"
+
+
+def other_verdicts(row: pd.Series) -> list[str]:
+    """The verdicts of a verdict_summary row besides its majority, e.g. ``["sync-bound in 2"]``."""
+    return [f"{verdict_name(v)} in {n}" for v, n in row["counts"].items() if v != row["bound"]]
 
 
 def verdict_summary(tables: Tables, run_id: str) -> pd.DataFrame:
@@ -370,8 +393,7 @@ def verdict_summary(tables: Tables, run_id: str) -> pd.DataFrame:
     every verdict's count; ``gpu_busy_share`` is the median over the steps or samples;
     ``remedy`` the usual one (REMEDIES), "" where none applies.
     """
-    tokens = tables.tokens.loc[tables.tokens["run_id"] == run_id]
-    stages = tables.stages.loc[tables.stages["run_id"] == run_id]
+    tokens, stages = _verdict_groups(tables, run_id)
     rows: list[tuple[tuple[int, int], dict[str, object]]] = []
     for phase, sub in tokens.groupby("phase", sort=False):
         rows.append((_phase_key(str(phase)), _verdict_row(str(phase), "steps", sub)))
@@ -379,9 +401,8 @@ def verdict_summary(tables: Tables, run_id: str) -> pd.DataFrame:
     seen = list(dict.fromkeys(stages["stage"]))
     for stage, sub in stages.groupby("stage", sort=False):
         stage = str(stage)
-        covered = not tokens.empty and stage in (voc.PREFILL, voc.DECODE)
         part = voc.is_vision_stage(stage) and stage != voc.VISION
-        if covered or part or stage == voc.UNATTRIBUTED or not shares.get(stage, 0.0) >= MATTERS_SHARE:
+        if part or stage == voc.UNATTRIBUTED or not shares.get(stage, 0.0) >= MATTERS_SHARE:
             continue
         rows.append((stage_sort_key(stage, seen.index(stage)), _verdict_row(stage, "samples", sub)))
     rows.sort(key=lambda r: r[0])
@@ -430,17 +451,14 @@ def evidence_table(tables: Tables, run_id: str) -> pd.DataFrame:
     step, unit "step") and per stage (mean per sample, unit "sample"), in pipeline order; ``bound``
     the most common verdict. Kernel statistics are means of the per-step or per-sample values.
     Where the run has generation steps, the phases stand for the prefill and decode stages."""
-    tokens = tables.tokens.loc[tables.tokens["run_id"] == run_id]
-    stages = tables.stages.loc[tables.stages["run_id"] == run_id]
-    if not tokens.empty:
-        stages = stages.loc[~stages["stage"].isin([voc.PREFILL, voc.DECODE])]
+    tokens, stages = _verdict_groups(tables, run_id)
     parts = []
     for what, unit, frame, key in (("phase", "step", tokens, "phase"), ("stage", "sample", stages, "stage")):
         if frame.empty:
             continue
         grouped = frame.groupby(key, sort=False)
         means = grouped[_EVIDENCE_MEANS].mean()
-        means["bound"] = grouped["bound"].agg(lambda b: _majority(b)[0])
+        means["bound"] = grouped["bound"].agg(_most_common)
         means["unit"] = unit
         means["order"] = [
             _phase_key(str(k)) if what == "phase" else stage_sort_key(str(k), i)
@@ -518,7 +536,7 @@ def _stage_changes(stages: pd.DataFrame, base: str, other: str) -> pd.DataFrame:
             {
                 "ms": grouped["host_self_ms"].median(),
                 "span_ms": grouped["bound_span_ms"].median(),
-                "bound": grouped["bound"].agg(lambda b: _majority(b)[0]),
+                "bound": grouped["bound"].agg(_most_common),
             }
         )
     seen = list(dict.fromkeys([*per_run[base].index, *per_run[other].index]))

@@ -18,7 +18,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from analyze.summary import run_metrics, stage_summary, summary_warnings, verdict_summary
+from analyze.summary import (
+    other_verdicts,
+    run_metrics,
+    stage_summary,
+    summary_warnings,
+    verdict_name,
+    verdict_summary,
+)
 from analyze.tables import Tables
 
 # Plain ASCII rules under the header and above the total row; no vertical lines, no outer edge.
@@ -82,17 +89,12 @@ def stage_table(tables: Tables, run_id: str, metrics: pd.Series) -> Table:
     return table
 
 
-def verdict_name(verdict: str) -> str:
-    """``launch`` -> ``launch-bound``; ``mixed`` stays as it is."""
-    return verdict if verdict in ("mixed", "") else f"{verdict}-bound"
-
-
 def verdict_line(row: pd.Series) -> str:
     """One row of summary.verdict_summary as text, e.g. ``decode: launch-bound in 15/15 steps
     (GPU busy 4% of each step, median) -> try --cache static --compile (...)``."""
     if not row["bound"]:
         return f"{row['what']}: no verdict"
-    others = [f"{verdict_name(v)} in {n}" for v, n in row["counts"].items() if v != row["bound"]]
+    others = other_verdicts(row)
     text = f"{row['what']}: {verdict_name(row['bound'])} in {row['n_bound']}/{row['n']} {row['unit']}"
     if others:
         text += ", " + ", ".join(others)
