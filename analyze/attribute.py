@@ -39,7 +39,9 @@ class Attribution:
     into the trace and a stage code into ``stage_names``; ``dev_label`` also says which label
     occurrence (a row of ``labels``) launched each device event. ``self_us`` maps each stage to its
     host self time on the sample's main thread (``main_thread``) inside ``window_us``; the values add
-    up to the window length.
+    up to the window length. ``segments`` are the pieces those self times sum: (start, end, stage
+    code) of the main thread's time line inside the window cut at label boundaries, each owned by
+    its innermost label's stage (``unlabelled`` outside every label).
     """
 
     stage_names: tuple[str, ...]
@@ -55,6 +57,7 @@ class Attribution:
     self_us: dict[str, float]
     dev_label: np.ndarray  # per device event: row of ``labels`` it was attributed through, -1 none
     main_thread: int  # the thread whose labels account for wall time (-1: no host events)
+    segments: tuple[np.ndarray, np.ndarray, np.ndarray]
 
     @property
     def labels(self) -> pd.DataFrame:
@@ -247,7 +250,8 @@ def attribute(trace: Trace, stage_map: StageMap | None = None) -> Attribution:
         ann, trace.ts_us[host_idx], trace.ts_us[host_idx] + trace.dur_us[host_idx]
     )
     main = _main_thread(sample_thread, l_thread, l_start, l_end, trace.thread[host_idx])
-    self_us = _self_time(stage_names, label_code, l_thread, l_start, l_end, main, window)
+    seg_start, seg_end, seg_stage = _segments(label_code, l_thread, l_start, l_end, main, window)
+    self_us = _self_time(stage_names, seg_start, seg_end, seg_stage, window)
     return Attribution(
         stage_names=stage_names,
         annotations=ann,
@@ -262,6 +266,7 @@ def attribute(trace: Trace, stage_map: StageMap | None = None) -> Attribution:
         self_us=self_us,
         dev_label=dev_label,
         main_thread=main,
+        segments=(seg_start, seg_end, np.where(seg_stage >= 0, seg_stage, unlabelled)),
     )
 
 
@@ -306,36 +311,16 @@ def _segments(
     return edges[:-1], edges[1:], stage
 
 
-def main_segments(attr: Attribution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(start, end, stage code into ``stage_names``) of the pieces of the sample's main thread
-    inside its window, each owned by its innermost label's stage (``unlabelled`` outside every
-    label); their lengths per stage are the host self times."""
-    lab = attr.labels
-    code = {s: i for i, s in enumerate(attr.stage_names)}
-    label_code = np.fromiter((code[s] for s in lab["stage"]), dtype=np.int64, count=len(lab))
-    start, end, stage = _segments(
-        label_code,
-        lab["thread"].to_numpy(),
-        lab["start_us"].to_numpy(),
-        lab["end_us"].to_numpy(),
-        attr.main_thread,
-        attr.window_us,
-    )
-    return start, end, np.where(stage >= 0, stage, code[voc.UNLABELLED])
-
-
 def _self_time(
     stage_names: tuple[str, ...],
-    label_code: np.ndarray,
-    l_thread: np.ndarray,
-    l_start: np.ndarray,
-    l_end: np.ndarray,
-    main: int,
+    start: np.ndarray,
+    end: np.ndarray,
+    stage: np.ndarray,
     window: tuple[float, float],
 ) -> dict[str, float]:
-    """Host self time per stage on the main thread within ``window``; the rest is unlabelled."""
+    """Host self time per stage from the main thread's segments (stage -1: outside every label)
+    within ``window``; the rest is unlabelled."""
     total = window[1] - window[0]
-    start, end, stage = _segments(label_code, l_thread, l_start, l_end, main, window)
     inside = stage >= 0
     per_stage = np.bincount(
         stage[inside], weights=np.maximum(end - start, 0.0)[inside], minlength=len(stage_names)

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from analyze import vocabulary as voc
-from analyze.attribute import Attribution, main_segments
+from analyze.attribute import Attribution
 from analyze.contract import VERDICT_COLUMNS
 from analyze.parse import CUDA_DRIVER, CUDA_RUNTIME, KERNEL, Trace
 
@@ -373,7 +373,7 @@ def stage_evidence(trace: Trace, attr: Attribution, act: Activity | None = None)
     )
     keep = ~residual[l_stage]
     # Residuals: the main thread's pieces that their stage owns.
-    seg_start, seg_end, seg_stage = main_segments(attr)
+    seg_start, seg_end, seg_stage = attr.segments
     mine = residual[seg_stage]
     seg = spans(
         act,

@@ -21,7 +21,7 @@ from analyze import bound
 from analyze import vocabulary as voc
 from analyze.attribute import Attribution
 from analyze.contract import TABLE_SCHEMAS
-from analyze.parse import KERNEL, Trace
+from analyze.parse import Trace
 
 # The tokens table's own columns: its schema less the run/sample keys and the model.
 TOKEN_COLUMNS = tuple(c for c in TABLE_SCHEMAS["tokens"] if c not in ("run_id", "sample_id", "model"))
@@ -76,17 +76,14 @@ def token_steps(
     dev_step[launched] = locate_steps(
         start, end, thread, attr.dev_launch_thread[launched], attr.dev_launch_ts_us[launched]
     )
-    inside = dev_step >= 0
-    k, d_index = dev_step[inside], attr.dev_index[inside]
-    d_end = trace.ts_us[d_index] + trace.dur_us[d_index]
-    is_kernel = trace.cat.isin(KERNEL)[d_index]
-
     n = len(steps)
-    last_end = np.full(n, -np.inf)
-    np.maximum.at(last_end, k, d_end)
-    on_device = np.isfinite(last_end)
-    emitted = np.where(on_device, last_end, end)
-    kernel_us = np.bincount(k, weights=np.where(is_kernel, trace.dur_us[d_index], 0.0), minlength=n)
+    act = bound.activity(trace, attr) if act is None else act
+    # A step's token is out when its last device event ends (its span's end), else at its label's end.
+    sp = bound.spans(act, n, dev_step, start, end, thread)
+    emitted = sp.end_us
+    inside = dev_step >= 0
+    k, is_kernel = dev_step[inside], act.dev_is_kernel[inside]
+    kernel_us = np.bincount(k, weights=np.where(is_kernel, act.dev_dur_us[inside], 0.0), minlength=n)
     n_kernels = np.bincount(k[is_kernel], minlength=n)
 
     gen = generate_span_us(attr)
@@ -95,8 +92,6 @@ def token_steps(
     latency = np.diff(emitted_ms, prepend=0.0)
     if gen is None or steps["step"].iloc[0] != 0:
         latency[0] = np.nan
-    act = bound.activity(trace, attr) if act is None else act
-    sp = bound.spans(act, n, dev_step, start, end, thread)
     ct = bound.counts(act, n, dev_step, locate_steps(start, end, thread, act.call_thread, act.call_ts_us))
     evidence = bound.evidence_frame(act, sp, ct)
     table = pd.DataFrame(
@@ -112,5 +107,5 @@ def token_steps(
             **{c: evidence[c].to_numpy() for c in bound.EVIDENCE_COLUMNS},
         }
     )
-    return table, bool(on_device.any())
+    return table, bool(sp.has_device_work.any())
 
