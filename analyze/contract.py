@@ -10,6 +10,8 @@ Torch-free, like :mod:`analyze.vocabulary` (the label contract).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -233,6 +235,16 @@ def part_rank(name: str) -> int | None:
         if middle.isdigit():
             return int(middle)
     return None
+
+
+def part_paths(run_dir: Path) -> list[Path]:
+    """The manifest parts in a run folder, by rank number (rank 2 before rank 10)."""
+    found = [
+        (rank, path.name, path)
+        for path in Path(run_dir).glob(f"{PART_PREFIX}*{PART_SUFFIX}")
+        if (rank := part_rank(path.name)) is not None
+    ]
+    return [path for _rank, _name, path in sorted(found)]
 
 
 def trace_file_name(index: int) -> str:
@@ -496,6 +508,18 @@ def merge_samples(*manifests: RunManifest) -> list[SampleOutcome]:
             if held is None or outcome.status == "ok" or held.status != "ok":
                 by_index[outcome.index] = outcome
     return [by_index[i] for i in sorted(by_index)]
+
+
+def count_completed(samples: Sequence[SampleOutcome]) -> int:
+    """run.json's ``completed``: the samples captured successfully."""
+    return sum(s.status == "ok" for s in samples)
+
+
+def merge_parts(manifest: RunManifest, parts: Sequence[RunManifest]) -> None:
+    """Fold the manifest parts of a run (in rank order, :func:`part_paths`) into ``manifest``: its
+    samples merged (:func:`merge_samples`) and ``completed`` recounted."""
+    manifest.samples = merge_samples(manifest, *parts)
+    manifest.completed = count_completed(manifest.samples)
 
 
 def encode_manifest(manifest: RunManifest) -> bytes:

@@ -7,7 +7,8 @@ of its folder. run_id is run.json's ``run_id``, else the folder's name.
 
 A distributed capture (torchrun) leaves one manifest part per rank, ``run.rank-<R>.json``, until
 rank 0 merges them into run.json at the end. Parts are never traces; when a run stopped before
-the merge, its samples are read from run.json and the parts together (contract.merge_samples).
+the merge, its samples are read from run.json and the parts together, in rank order
+(contract.part_paths, contract.merge_parts).
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ from analyze.contract import (
     BUILDING_NAME,
     CATALOGUE_NAME,
     MANIFEST_NAME,
-    PART_PREFIX,
-    PART_SUFFIX,
     ManifestError,
     RunManifest,
     decode_manifest,
-    merge_samples,
+    merge_parts,
+    part_paths,
     part_rank,
 )
 from analyze.errors import AnalyzeError, first_line
@@ -83,16 +83,13 @@ def load_manifest(run_dir: Path) -> tuple[RunManifest | None, str | None]:
     except (OSError, ManifestError) as exc:
         return None, f"{path}: unreadable run.json ({first_line(exc)}); analysing the traces without it"
     parts, problems = [], []
-    for part in sorted(run_dir.glob(f"{PART_PREFIX}*{PART_SUFFIX}")):
-        if part_rank(part.name) is None:
-            continue
+    for part in part_paths(run_dir):
         try:
             parts.append(decode_manifest(part.read_bytes()))
         except (OSError, ManifestError) as exc:
             problems.append(f"{part}: unreadable manifest part ({first_line(exc)}); its samples are left out")
     if parts:
-        manifest.samples = merge_samples(manifest, *parts)
-        manifest.completed = sum(s.status == "ok" for s in manifest.samples)
+        merge_parts(manifest, parts)
     return manifest, "; ".join(problems) or None
 
 

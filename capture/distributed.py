@@ -31,8 +31,6 @@ import msgspec
 import torch
 
 from analyze.contract import (
-    PART_PREFIX,
-    PART_SUFFIX,
     IdentityCheck,
     ManifestError,
     OverheadCheck,
@@ -41,9 +39,9 @@ from analyze.contract import (
     Verification,
     decode_manifest,
     encode_manifest,
-    merge_samples,
+    merge_parts,
     part_file_name,
-    part_rank,
+    part_paths,
 )
 from analyze.errors import first_line
 from capture import verify
@@ -149,14 +147,8 @@ class Group:
 
 
 # ------------------------------------------------------------------------------- manifest parts
-def part_paths(run_dir: Path) -> list[Path]:
-    """The manifest parts in a run folder, by rank."""
-    found = [p for p in Path(run_dir).glob(f"{PART_PREFIX}*{PART_SUFFIX}") if part_rank(p.name) is not None]
-    return sorted(found, key=lambda p: part_rank(p.name) or 0)
-
-
 def read_parts(run_dir: Path) -> list[RunManifest]:
-    """The readable manifest parts of a run folder (CaptureError naming a damaged one)."""
+    """The manifest parts of a run folder, by rank (CaptureError naming a damaged one)."""
     parts = []
     for path in part_paths(run_dir):
         try:
@@ -173,8 +165,7 @@ def consolidate(folder: RunFolder) -> None:
     parts = read_parts(folder.run_dir)
     if not parts:
         return
-    folder.manifest.samples = merge_samples(folder.manifest, *parts)
-    folder.manifest.completed = sum(s.status == "ok" for s in folder.manifest.samples)
+    merge_parts(folder.manifest, parts)
     folder.save()
     for path in part_paths(folder.run_dir):
         path.unlink(missing_ok=True)
@@ -217,7 +208,7 @@ def merge_verification(parts: Sequence[RunManifest], merged: RunManifest) -> Ver
         checked=sorted({c for i in idents for c in i.checked}),
         mismatches=sorted((m for i in idents for m in i.mismatches), key=lambda m: m.index),
     )
-    ok = [s for s in merged.samples if s.status == "ok"]
+    accounting, timing = verify.sample_checks(merged.samples)
     overheads = [
         p.verification.overhead for p in parts if p.verification.overhead and p.verification.overhead.ratio
     ]
@@ -229,9 +220,9 @@ def merge_verification(parts: Sequence[RunManifest], merged: RunManifest) -> Ver
     )
     return Verification(
         identity=identity,
-        accounting=verify.accounting({s.index: s.accounting for s in ok if s.accounting is not None}),
+        accounting=accounting,
         overhead=overhead,
-        timing=verify.timing([s.wall_ms["generate"] for s in ok if "generate" in s.wall_ms]),
+        timing=timing,
     )
 
 
@@ -241,8 +232,7 @@ def merge_run(
     """run.json of a distributed run: rank 0's header, every rank's samples and checks merged
     (``local_ranks``: each part's LOCAL_RANK, in the same order)."""
     merged = msgspec.structs.replace(head, rank=None)
-    merged.samples = merge_samples(head, *parts)
-    merged.completed = sum(s.status == "ok" for s in merged.samples)
+    merge_parts(merged, parts)
     merged.world_size = len(parts)
     merged.ranks = [
         RankInfo(
@@ -306,7 +296,7 @@ def device_map_device(device_map: str, world: World) -> torch.device:
             "process per node (torchrun --nproc-per-node 1)"
         )
     try:
-        import accelerate  # noqa: F401
+        import accelerate  # noqa: F401  (imported, not only found: a broken install fails here)
     except ImportError:
         raise CaptureError(
             f"--device-map {device_map}: needs the accelerate package (pip install 'stagetrace[multi-gpu]')"

@@ -48,13 +48,19 @@ _WORKER_LIVES = 3  # a worker that dies this often is not started again
 _COPY_BYTES = 1 << 20
 
 
-def gzip_file(src: Path, dst: Path, level: int = GZIP_LEVEL) -> None:
+def gzip_file(src: Path, dst: Path) -> None:
     """``src`` gzipped into ``dst`` as a stream (zlib releases the interpreter lock while it works)."""
-    deflate = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: a gzip header and trailer
+    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip header and trailer
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         while chunk := fin.read(_COPY_BYTES):
             fout.write(deflate.compress(chunk))
         fout.write(deflate.flush())
+
+
+def gzip_trace(plain: Path, path: Path) -> None:
+    """Kineto's JSON ``plain`` gzipped into the trace ``path``, which exists whole or not at all
+    (analyze.files.write_atomic); the caller removes ``plain``."""
+    write_atomic(path, lambda tmp: gzip_file(plain, tmp))
 
 
 class Finished(msgspec.Struct, kw_only=True):
@@ -72,10 +78,9 @@ class _Job(msgspec.Struct, kw_only=True):
     plain: str  # Kineto's JSON, a temporary file beside ``path``
     path: str  # the trace's name (.json.gz)
     tokens: int
-    level: int = GZIP_LEVEL
 
 
-def finish_trace(plain: Path, path: Path, tokens: int, level: int = GZIP_LEVEL) -> Finished:
+def finish_trace(plain: Path, path: Path, tokens: int) -> Finished:
     """Check ``plain`` (capture.verify.trace_summary), gzip it to ``path`` atomically, remove it.
 
     The check reads the uncompressed JSON, so it costs no gunzip; it runs before compression
@@ -90,7 +95,7 @@ def finish_trace(plain: Path, path: Path, tokens: int, level: int = GZIP_LEVEL) 
         except Exception as exc:  # not kept, like the trace of any sample that failed
             return Finished(error=f"the accounting check could not read the trace: {describe(exc)}")
         t1 = time.perf_counter()
-        write_atomic(path, lambda tmp: gzip_file(plain, tmp, level))
+        gzip_trace(plain, path)
         t2 = time.perf_counter()
     finally:
         plain.unlink(missing_ok=True)
@@ -115,7 +120,7 @@ def serve() -> None:
     for line in sys.stdin.buffer:
         job = decode(line)
         try:
-            done = finish_trace(Path(job.plain), Path(job.path), job.tokens, job.level)
+            done = finish_trace(Path(job.plain), Path(job.path), job.tokens)
         except Exception as exc:
             done = Finished(error=describe(exc))
         out.write(encode(done) + b"\n")
@@ -290,7 +295,7 @@ class Exporter:
         done = self._worker.run(job) if self._worker is not None else None
         if done is None:
             try:
-                done = finish_trace(plain, export.path, export.tokens, job.level)
+                done = finish_trace(plain, export.path, export.tokens)
             except Exception as exc:
                 done = Finished(error=f"trace export failed: {describe(exc)}")
         export.export_ms = round(save_ms + done.compress_ms, 3)

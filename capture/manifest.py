@@ -9,13 +9,12 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import msgspec
-
 from analyze.contract import (
     MANIFEST_NAME,
     ManifestError,
     RunManifest,
     SampleOutcome,
+    count_completed,
     decode_manifest,
     encode_manifest,
 )
@@ -72,7 +71,7 @@ class RunFolder:
         """Add or replace the outcome of one sample, keeping samples ordered by index."""
         kept = [s for s in self.samples if s.index != outcome.index]
         self.manifest.samples = sorted([*kept, outcome], key=lambda s: s.index)
-        self.manifest.completed = sum(s.status == "ok" for s in self.manifest.samples)
+        self.manifest.completed = count_completed(self.manifest.samples)
 
     def save(self) -> None:
         """Rewrite run.json atomically; CaptureError (one line) when the disk refuses."""
@@ -85,7 +84,3 @@ class RunFolder:
                 f"{path}: cannot write {self.name} ({first_line(exc)}); the traces and run.json written "
                 f"so far are intact: free space or fix permissions, then capture --resume {self.run_dir}"
             ) from None
-
-    def to_builtins(self) -> dict[str, object]:
-        """The manifest as plain JSON types (for callers that print or compare it)."""
-        return msgspec.to_builtins(self.manifest)  # type: ignore[no-any-return]

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from analyze.files import tmp_path, write_atomic
+from analyze.files import tmp_path
 from capture.config import CaptureConfig
-from capture.exporter import GZIP_LEVEL, gzip_file
+from capture.exporter import gzip_trace
 
 
 def make_profiler(cfg: CaptureConfig, device: torch.device) -> profile:
@@ -67,7 +67,7 @@ def save_json(prof: profile, path: Path) -> None:
     prof.export_chrome_trace(str(path))
 
 
-def export_trace(prof: profile, path: Path, level: int = GZIP_LEVEL) -> None:
+def export_trace(prof: profile, path: Path) -> None:
     """Write ``path`` (``.json.gz``) so that it exists whole or not at all, here and now.
 
     Both temporary files, the JSON and the gzip, sit beside ``path`` under analyze.files'
@@ -78,6 +78,6 @@ def export_trace(prof: profile, path: Path, level: int = GZIP_LEVEL) -> None:
     plain = tmp_path(path, ".json")
     try:
         save_json(prof, plain)
-        write_atomic(path, lambda tmp: gzip_file(plain, tmp, level))
+        gzip_trace(plain, path)
     finally:
         plain.unlink(missing_ok=True)

@@ -135,7 +135,7 @@ class Capture:
             device_map=cfg.device_map,
         )  # fmt: skip
         group = distributed.Group(world) if world.distributed else None
-        adapter = adapter_class(cfg.model).build(spec)
+        adapter = family.build(spec)
         settings.apply(adapter, cfg)
         model, env = adapter.describe(), environment(device)
         if group is not None and world.rank != 0:  # rank 0 sets the run folder up; this rank joins it
@@ -145,12 +145,13 @@ class Capture:
             folder = RunFolder.create(run_dir, run_id, cfg.to_json())
         else:
             distributed.consolidate(folder)  # manifest parts a stopped torchrun run left behind
+        cap = cls(cfg, folder, adapter, dataset)
         manifest = folder.manifest
         manifest.model = model
         manifest.env = env
         manifest.dtype = str(dtype).removeprefix("torch.")
         manifest.dataset = DatasetInfo(name=dataset.name, size=len(dataset), warnings=list(dataset.warnings))
-        manifest.generation = cfg.generation().describe(cfg.seed)
+        manifest.generation = cap.settings.describe(cfg.seed)
         new_warnings = [w for w in settings.run_warnings(cfg) if w not in manifest.warnings]
         manifest.warnings = [*manifest.warnings, *new_warnings]
         manifest.world_size = world.size
@@ -161,7 +162,6 @@ class Capture:
                 with contextlib.suppress(OSError):
                     folder.run_dir.rmdir()
             raise
-        cap = cls(cfg, folder, adapter, dataset)
         if group is not None:
             cap.world, cap.group = world, group
             cap.folder = distributed.rank_folder(folder, world)  # with this rank's env
@@ -314,8 +314,9 @@ class Capture:
         """
         result = RunResult()
         folder, manifest = self.folder, self.folder.manifest
-        result.skipped = [i for i in range(self.n_samples) if self.head.is_done(i)]
-        pending = self.world.shard([i for i in range(self.n_samples) if not self.head.is_done(i)])
+        captured = {i: self.head.is_done(i) for i in range(self.n_samples)}  # each looked up once
+        result.skipped = [i for i, done in captured.items() if done]
+        pending = self.world.shard([i for i, done in captured.items() if not done])
         exporter = Exporter()
         try:
             with torch.no_grad():
@@ -369,14 +370,8 @@ class Capture:
         """Sample ``index`` failed with ``exc``: its outcome (the trace, if any, is not kept)."""
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        return SampleOutcome(
-            index=index,
-            sample_id=_safe_sample_id(self.dataset, index),
-            trace=trace_file_name(index),
-            status="error",
-            error=describe(exc),
-            **self._where(),
-        )
+        sample_id = _safe_sample_id(self.dataset, index)
+        return _failed(index, sample_id, trace_file_name(index), describe(exc), **self._where())
 
     def _capture_one(self, index: int, exporter: Exporter) -> SampleOutcome | None:
         """Run sample ``index`` and hand its trace to ``exporter``; its error outcome if it failed."""
@@ -396,16 +391,10 @@ class Capture:
         outcome, done = export.key, export.result
         assert isinstance(outcome, SampleOutcome) and done is not None
         if done.error is not None:
-            return SampleOutcome(
-                index=outcome.index,
-                sample_id=outcome.sample_id,
-                trace=outcome.trace,
-                status="error",
-                error=done.error,
-                host=outcome.host,
-                rank=outcome.rank,
-                device=outcome.device,
-            )
+            return _failed(
+                outcome.index, outcome.sample_id, outcome.trace, done.error,
+                host=outcome.host, rank=outcome.rank, device=outcome.device,
+            )  # fmt: skip
         outcome.ttft_ms, outcome.tpot_ms, outcome.accounting = done.ttft_ms, done.tpot_ms, done.accounting
         outcome.export_ms, outcome.check_ms = export.export_ms, done.check_ms
         return outcome
@@ -423,20 +412,17 @@ class Capture:
         by_index = {s.index: s for s in self.folder.samples if s.status == "ok"}
         checked = self.verify_indices(sorted(by_index))
         reference = {i: self.run_plain(i) for i in checked}
+        accounting, timing = verify.sample_checks(by_index.values())
         return Verification(
             identity=verify.identity(
                 {i: by_index[i].token_ids for i in checked}, {i: r[0] for i, r in reference.items()}
             ),
-            accounting=verify.accounting(
-                {i: s.accounting for i, s in by_index.items() if s.accounting is not None}
-            ),
+            accounting=accounting,
             overhead=verify.overhead(
                 [by_index[i].wall_ms["generate"] for i in checked],
                 [r[1]["generate"] for r in reference.values()],
             ),
-            timing=verify.timing(
-                [s.wall_ms["generate"] for s in by_index.values() if "generate" in s.wall_ms]
-            ),
+            timing=timing,
         )
 
 
@@ -458,6 +444,16 @@ def timing_warning(timing: TimingCheck, env: Environment) -> str:
         f"{cores} cores at start, torch using {env.cpu_threads} threads); capture again on an idle machine, "
         "or with --threads 1"
     )
+
+
+def _failed(
+    index: int, sample_id: str, trace: str, error: str, *, host: str, rank: int, device: str
+) -> SampleOutcome:
+    """The outcome of a sample that failed: where it ran and why, nothing measured."""
+    return SampleOutcome(
+        index=index, sample_id=sample_id, trace=trace, status="error", error=error,
+        host=host, rank=rank, device=device,
+    )  # fmt: skip
 
 
 def _safe_sample_id(dataset: Dataset, index: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 
 from analyze.contract import (
@@ -20,6 +21,7 @@ from analyze.contract import (
     Mismatch,
     OverheadCheck,
     SampleAccounting,
+    SampleOutcome,
     TimingCheck,
 )
 from analyze.trace_tables import TraceTask, analyze_trace
@@ -102,6 +104,16 @@ def timing(generate_ms: list[float], limit: float = TIMING_SPREAD_LIMIT) -> Timi
     ratio = max(generate_ms) / median if median > 0 else math.inf
     return TimingCheck(
         ok=ratio <= limit, max_over_median=round(ratio, 2), samples=len(generate_ms), limit=limit
+    )
+
+
+def sample_checks(samples: Iterable[SampleOutcome]) -> tuple[AccountingCheck, TimingCheck]:
+    """(accounting, timing) over a run's samples captured successfully (status ok), as run.json
+    reports them for one process and for the merged ranks of a distributed run alike."""
+    ok = [s for s in samples if s.status == "ok"]
+    return (
+        accounting({s.index: s.accounting for s in ok if s.accounting is not None}),
+        timing([s.wall_ms["generate"] for s in ok if "generate" in s.wall_ms]),
     )
 
 

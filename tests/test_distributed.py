@@ -119,6 +119,35 @@ def test_merge_run_folds_every_ranks_samples_and_checks() -> None:
     assert decode_manifest(encode_manifest(bad)) == bad
 
 
+def test_parts_are_read_by_rank_number_in_capture_and_analyze(tmp_path: Path) -> None:
+    """Rank 10's part comes after rank 2's (by name it would come first), when capture folds the
+    parts (read_parts, consolidate) and when analyze reads them (load_manifest) alike: the order
+    decides which of two error outcomes of one sample stands."""
+    from analyze.contract import part_paths
+    from analyze.discover import load_manifest
+    from capture.distributed import consolidate, read_parts
+    from capture.manifest import RunFolder
+
+    (tmp_path / "run.json").write_bytes(encode_manifest(RunManifest(run_id="r", status="interrupted")))
+    for rank in (10, 2):
+        failed = msgspec.structs.replace(_outcome(0, rank, ok=False), error=f"rank {rank} failed")
+        part = RunManifest(run_id="r", rank=rank, samples=[failed, _outcome(rank, rank)])
+        (tmp_path / part_file_name(rank)).write_bytes(encode_manifest(part))
+    (tmp_path / "run.rank-x.json").write_text("{")  # not a part's name: neither side reads it
+    assert [p.name for p in part_paths(tmp_path)] == ["run.rank-2.json", "run.rank-10.json"]
+    assert [p.rank for p in read_parts(tmp_path)] == [2, 10]
+    expected = [(0, "error", "rank 10 failed"), (2, "ok", None), (10, "ok", None)]
+    manifest, problem = load_manifest(tmp_path)
+    assert problem is None and manifest is not None
+    assert [(s.index, s.status, s.error) for s in manifest.samples] == expected
+    assert manifest.completed == 2
+    folder = RunFolder.open(tmp_path)
+    consolidate(folder)
+    saved = decode_manifest((tmp_path / "run.json").read_bytes())
+    assert [(s.index, s.status, s.error) for s in saved.samples] == expected and saved.completed == 2
+    assert part_paths(tmp_path) == []  # folded into run.json, then removed
+
+
 # ----------------------------------------------------------------------------- real torchrun
 @pytest.fixture(scope="module")
 def torchrun_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
