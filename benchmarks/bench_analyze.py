@@ -23,6 +23,7 @@ is reported beside it).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -176,21 +177,16 @@ def python_env() -> dict[str, str]:
     return env
 
 
-def analyze_cli(name: str, paths: list[Path], out_dir: Path, jobs: int) -> Measured:
-    """What a user runs: ``analyze PATH... --out OUT --jobs N`` in a fresh process."""
-    shutil.rmtree(out_dir, ignore_errors=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "analyze",
-        *map(str, paths),
-        "--out",
-        str(out_dir),
-        "--jobs",
-        str(jobs),
-        "--quiet",
-    ]
-    return run_child(name, cmd, env=python_env())
+def analyze_cli(
+    name: str, paths: list[Path], out_dir: Path, jobs: int, *, fresh: bool = True, quiet: bool = True
+) -> Measured:
+    """What a user runs: ``analyze PATH... --out OUT --jobs N [--quiet]`` in a fresh process.
+
+    ``fresh``: OUT is removed first (else kept, so the run reuses what an earlier one left)."""
+    if fresh:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "analyze", *map(str, paths), "--out", str(out_dir), "--jobs", str(jobs)]
+    return run_child(name, cmd + (["--quiet"] if quiet else []), env=python_env())
 
 
 def machine_info() -> dict[str, Any]:
@@ -418,8 +414,9 @@ print(json.dumps({"start_rss_mb": start_mb, "ready_rss_mb": ready_mb, "peak_rss_
 """
 
 
+@functools.cache
 def uncompressed_mb(path: Path) -> float:
-    """Decimal MB of a trace's JSON text (inflated as a stream)."""
+    """Decimal MB of a trace's JSON text (inflated as a stream, once per trace and run)."""
     from analyze.parse import inflate
 
     return sum(len(piece) for piece in inflate(path)) / MB

@@ -23,14 +23,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_analyze import Measured, machine_info, python_env, run_child, write_json  # noqa: E402
+from benchmarks.bench_analyze import analyze_cli, machine_info, write_json  # noqa: E402
 from benchmarks.gen_traces import MB, TraceShape, TraceTruth, generate_set  # noqa: E402
-
-
-def analyze_into(name: str, paths: list[Path], out_dir: Path, jobs: int, quiet: bool = True) -> Measured:
-    """``analyze PATH... --out OUT --jobs N [-q]`` in a fresh process (OUT is kept between calls)."""
-    cmd = [sys.executable, "-m", "analyze", *map(str, paths), "--out", str(out_dir), "--jobs", str(jobs)]
-    return run_child(name, cmd + (["-q"] if quiet else []), env=python_env())
 
 
 def measure_scaling(
@@ -48,7 +42,8 @@ def measure_scaling(
             out = work / f"analysis-{n}-j{j}"
             shutil.rmtree(out, ignore_errors=True)
             for run in ("first", "reuse", "summary"):
-                m = analyze_into(f"{n} traces, --jobs {j}, {run}", paths, out, jobs=j, quiet=run != "summary")
+                name = f"{n} traces, --jobs {j}, {run}"
+                m = analyze_cli(name, paths, out, jobs=j, fresh=False, quiet=run != "summary")
                 if m.returncode != 0:
                     raise RuntimeError(
                         f"analyze on {n} traces, --jobs {j} ({run}) exited {m.returncode}: {m.stderr_tail}"

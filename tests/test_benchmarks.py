@@ -143,3 +143,39 @@ def test_throughput_benchmark_core_with_a_tiny_model() -> None:
     assert "sum of profiled generate()" in text
     (row,) = run_all.summarise({"throughput": {"sizes": {size.label: res}}})
     assert row["benchmark"] == "throughput" and row["verdict"] in ("PASS", "MISS")
+
+
+def test_analyze_cli_fresh_and_quiet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """analyze_cli removes OUT unless fresh=False and passes --quiet unless quiet=False."""
+    calls: list[list[str]] = []
+
+    def fake_run_child(name: str, cmd: list[str], **kwargs: object) -> bench_analyze.Measured:
+        calls.append(cmd)
+        return bench_analyze.Measured(name, 1.0, 10.0, 0)
+
+    monkeypatch.setattr(bench_analyze, "run_child", fake_run_child)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "kept").touch()
+    trace = tmp_path / "t.json.gz"
+    bench_analyze.analyze_cli("kept", [trace], out, jobs=2, fresh=False, quiet=False)
+    assert (out / "kept").exists()
+    assert calls[-1][1:] == ["-m", "analyze", str(trace), "--out", str(out), "--jobs", "2"]
+    bench_analyze.analyze_cli("fresh", [trace], out, jobs=1)
+    assert not out.exists()
+    assert calls[-1][1:] == ["-m", "analyze", str(trace), "--out", str(out), "--jobs", "1", "--quiet"]
+
+
+def test_scaling_reuses_its_output_folder(tmp_path: Path) -> None:
+    """bench_scaling's cell: a first analysis, a second into the same folder, then the summary."""
+    from benchmarks import bench_scaling
+
+    truths = generate_set(tmp_path / "traces", 2, TraceShape.for_size(0.1), gz=True)
+    res = bench_scaling.measure_scaling(truths, tmp_path / "work", counts=[1, 2], jobs=[1])
+    assert [(r["traces"], r["run"]) for r in res["rows"]] == [
+        (n, run) for n in (1, 2) for run in ("first", "reuse", "summary")
+    ]
+    assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in res["rows"])
+    assert set(res["derived"]) == {"time_2_over_1_j1", "peak_2_over_1_j1", "reuse_speedup_at_2_j1"}
+    assert any((tmp_path / "work/analysis-2-j1").iterdir())  # kept between the three runs
+

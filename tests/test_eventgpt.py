@@ -207,6 +207,22 @@ def test_prepare_without_events_is_a_capture_error(adapter: EventGPTAdapter) -> 
         adapter.prepare(RawSample("s9", "What?", events=None))
 
 
+def test_prepare_checks_the_events_against_the_sensor(adapter: EventGPTAdapter) -> None:
+    events = synthetic_events()  # x up to 199
+    message = r"^sample s8: event x spans \d+\.\.199, outside the 100x480 sensor"
+    with pytest.raises(CaptureError, match=message):
+        adapter.prepare(RawSample("s8", "What?", events=events, sensor_hw=(480, 100), n_frames=5))
+
+
+def test_generation_pads_with_the_tokenizer_and_runs_the_asked_attention() -> None:
+    spec = ModelSpec("tiny-eventgpt", None, CPU, torch.float32, attn_implementation="eager")
+    built = EventGPTAdapter.build(spec)
+    tok = built.tokenizer
+    want = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    assert want is not None and built.model.generation_config.pad_token_id == want
+    assert built.describe().attn_implementation == "eager"
+
+
 def test_tiny_generate_is_deterministic(adapter: EventGPTAdapter, raw: RawSample) -> None:
     other = EventGPTAdapter.build(tiny_spec())
     inputs = adapter.prepare(raw)

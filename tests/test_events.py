@@ -442,6 +442,27 @@ def test_check_events_errors(events: np.ndarray, message: str) -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("x", "y", "sensor_hw", "message"),
+    [
+        ([-2, 3], [0, 1], None, r"^clip: event x spans -2\.\.3: negative$"),
+        ([-2, 3], [0, 1], (3, 4), r"^clip: event x spans -2\.\.3: negative$"),
+        # negative coordinates are named before coordinates outside the sensor
+        ([5, 1], [-1, 2], (3, 4), r"^clip: event y spans -1\.\.2: negative$"),
+        # x outside the sensor is named before y
+        ([1, 5], [0, 7], (3, 4), r"^clip: event x spans 1\.\.5, outside the 4x3 sensor"),
+        ([1, 2], [1, 7], (3, 4), r"^clip: event y spans 1\.\.7, outside the 4x3 sensor"),
+    ],
+)
+def test_check_events_coordinate_errors_in_order(
+    x: list[int], y: list[int], sensor_hw: tuple[int, int] | None, message: str
+) -> None:
+    events = np.zeros(len(x), dtype=[("x", "i4"), ("y", "i4"), ("t", "i8"), ("p", "u1")])
+    events["x"], events["y"] = x, y
+    with pytest.raises(CaptureError, match=message):
+        check_events(events, sensor_hw, "clip")
+
+
 def test_events_from_arrays_bool_and_signed_polarity() -> None:
     events = events_from_arrays(
         {

@@ -234,6 +234,56 @@ def test_event_pngs_only_folder_without_json(tmp_path: Path) -> None:
     assert raw.files == [f"event_image/seq/c_{k}.png" for k in (0, 1, 2, 3, 4, 10)]
 
 
+def test_entries_without_event_image_fields_find_their_pngs(tmp_path: Path) -> None:
+    """Entries lacking event_image/event_image_1f get their clip's <clip>_<i>.png files (in the
+    order of i), and only theirs: not those of a clip whose name starts the same."""
+    names = {
+        # c's frames out of order, clips whose names start like c's, a glob-special name
+        "event_image/seq": [
+            *("c_10", "c_0", "c_1", "c_2", "c_3", "c_4"),
+            *("c_x_0", "cc_0", "b[1]_1", "b[1]_0", "b1_0"),
+        ],
+        "event_image/other": ["c_0"],
+        "event_image_1f/seq": ["c_0", "b[1]_0"],
+        "event_image": ["top_0", "top_1"],
+    }
+    for folder, stems in names.items():
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        for stem in stems:
+            Image.fromarray(np.zeros((3, 4, 3), dtype=np.uint8)).save(tmp_path / folder / f"{stem}.png")
+    (tmp_path / "event_image/seq/c_.png").touch()  # no number: not a frame
+    (tmp_path / "event_image/seq/c_5.jpg").touch()
+    write_json(
+        tmp_path / INSTRUCTION_FILE,
+        [
+            entry("seq/c.npy", id="c"),
+            entry("seq/b[1].npy", id="b"),
+            entry("top.npy", id="top"),
+            entry("seq/none.npy", id="none"),
+            entry("seq/c.npy", id="listed", event_image=["seq/c_1.png"], event_image_1f=[]),
+        ],
+    )
+    folder = FolderDataset(tmp_path)
+    assert folder.load(0, InputRequest("events", 6, event_input="image")).files == [
+        f"event_image/seq/c_{k}.png" for k in (0, 1, 2, 3, 4, 10)
+    ]
+    one = InputRequest("events", 1, event_input="image")
+    assert folder.load(0, one).files == ["event_image_1f/seq/c_0.png"]
+    assert folder.load(1, InputRequest("events", 2, event_input="image")).files == [
+        "event_image/seq/b[1]_0.png",
+        "event_image/seq/b[1]_1.png",
+    ]
+    assert folder.load(1, one).files == ["event_image_1f/seq/b[1]_0.png"]
+    assert folder.load(2, InputRequest("events", 2, event_input="image")).files == [
+        "event_image/top_0.png",
+        "event_image/top_1.png",
+    ]
+    with pytest.raises(CaptureError, match=r"event_image/ has 0 for it and event_image_1f/ has 0"):
+        folder.load(3, InputRequest("events", 5, event_input="image"))
+    # A listed field is used as it is; only a missing one is looked up.
+    assert folder.load(4, one).files == ["event_image/seq/c_1.png"]
+
+
 # --- .npz and the folder scan (issue 10: npz clips were ignored without instruction JSON) -------
 
 

@@ -117,6 +117,18 @@ def test_event_frames_are_drawn_for_image_source_event() -> None:
     assert len(frames) == 1 and frames[0].shape == (7, 30, 3)  # the events' own extent
     inputs = adapter.prepare(RawSample("e", "Q", events=events, n_frames=2))
     assert inputs["pixel_values"].shape[0] == 2
+    # the events are checked before they are drawn
+    with pytest.raises(CaptureError, match=r"^sample e: event x spans 0\.\.29, outside the 20x7 sensor"):
+        adapter.prepare(RawSample("e", "Q", events=events, n_frames=2, sensor_hw=(7, 20)))
+
+
+def test_generation_pads_with_the_tokenizer_and_runs_the_asked_attention() -> None:
+    for name, cls in (("tiny-llava", LlavaAdapter), ("tiny-video-llava", VideoLlavaAdapter)):
+        built = cls.build(ModelSpec(name, None, CPU, torch.float32, attn_implementation="eager"))
+        tok = built.tokenizer
+        want = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        assert want is not None and built.model.generation_config.pad_token_id == want
+        assert built.describe().attn_implementation == "eager"
 
 
 def test_missing_weights_say_where_and_how(tmp_path: Path) -> None:

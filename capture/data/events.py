@@ -229,18 +229,19 @@ def check_events(events: np.ndarray, sensor_hw: tuple[int, int] | None, source: 
             )
     if events.ndim != 1 or events.size == 0:
         raise CaptureError(f"{source}: the event stream is empty: nothing to draw")
+    lows: dict[str, int] = {}
     for name in ("x", "y"):
-        lo = int(events[name].min())
+        lo = lows[name] = int(events[name].min())
         if lo < 0:
             raise CaptureError(f"{source}: event {name} spans {lo}..{int(events[name].max())}: negative")
     if sensor_hw is None:
         return
     height, width = sensor_hw
     for name, limit in (("x", width), ("y", height)):
-        lo, hi = int(events[name].min()), int(events[name].max())
+        hi = int(events[name].max())
         if hi >= limit:
             raise CaptureError(
-                f"{source}: event {name} spans {lo}..{hi}, outside the {width}x{height} sensor "
+                f"{source}: event {name} spans {lows[name]}..{hi}, outside the {width}x{height} sensor "
                 "(width x height): wrong --sensor-size or corrupt file"
             )
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -87,6 +88,8 @@ class FolderDataset:
         if not self.root.is_dir():
             raise CaptureError(f"{self.root}: dataset folder not found: pass an existing folder to --dataset")
         self._real_root = self.root.resolve()
+        # (folder, seq) -> clip -> its event PNGs, filled as discovery reads the folders
+        self._png_indexes: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}
         instructions = self._instruction_files()
         if not instructions and not any((self.root / name).is_dir() for name in FOLDERS):
             raise CaptureError(
@@ -353,15 +356,16 @@ class FolderDataset:
 
     def _find_event_images(self, folder: str, key: str) -> tuple[str, ...]:
         seq, _, clip = key.rpartition("/")
-        directory = self.root / folder / seq
-        if not directory.is_dir():
-            return ()
-        found = []
-        for path in directory.glob(f"{_glob_escape(clip)}_*.png"):
-            match = _EVENT_PNG_RE.match(path.name)
-            if match and match["clip"] == clip:
-                found.append((int(match["i"]), f"{folder}/{key}_{match['i']}.png"))
-        return tuple(rel for _, rel in sorted(found))
+        return self._event_png_index(folder, seq).get(clip, ())
+
+    def _event_png_index(self, folder: str, seq: str) -> dict[str, tuple[str, ...]]:
+        """``folder/seq``'s pre-rendered event frames, clip -> paths; read once per folder and seq."""
+        index = self._png_indexes.get((folder, seq))
+        if index is None:
+            directory = self.root / folder / seq
+            paths = directory.glob("*.png") if directory.is_dir() else ()
+            index = self._png_indexes[(folder, seq)] = _event_png_index(folder, seq, paths)
+        return index
 
     def _clips_from_scan(self) -> list[_Clip]:
         """Every clip in any of the folders (their union), each with the default question."""
@@ -392,15 +396,13 @@ class FolderDataset:
             base = self.root / folder
             if not base.is_dir():
                 continue
-            groups: dict[str, list[tuple[int, str]]] = {}
+            by_seq: dict[str, list[Path]] = {}
             for path in base.glob("*/*.png"):
-                match = _EVENT_PNG_RE.match(path.name)
-                if match:
-                    key = f"{path.parent.name}/{match['clip']}"
-                    rel = f"{folder}/{path.parent.name}/{path.name}"
-                    groups.setdefault(key, []).append((int(match["i"]), rel))
-            for key, pngs in groups.items():
-                add(key, **{field_name: tuple(rel for _, rel in sorted(pngs))})
+                by_seq.setdefault(path.parent.name, []).append(path)
+            for seq, paths in by_seq.items():
+                index = self._png_indexes[(folder, seq)] = _event_png_index(folder, seq, paths)
+                for clip, pngs in index.items():
+                    add(f"{seq}/{clip}", **{field_name: pngs})
         return [_Clip(key, key, **found[key]) for key in sorted(found)]
 
 
@@ -408,9 +410,16 @@ class _EntryError(ValueError):
     """An instruction entry's field that cannot be used (the message says why)."""
 
 
-def _glob_escape(text: str) -> str:
-    """``text`` with glob's special characters escaped."""
-    return re.sub(r"([*?\[])", r"[\1]", text)
+def _event_png_index(folder: str, seq: str, paths: Iterable[Path]) -> dict[str, tuple[str, ...]]:
+    """clip -> its ``<clip>_<i>.png`` files among ``paths`` (files of ``folder/seq``), relative
+    to the root, in the order of ``i``."""
+    prefix = f"{folder}/{seq}/" if seq else f"{folder}/"
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for path in paths:
+        match = _EVENT_PNG_RE.match(path.name)
+        if match:
+            groups.setdefault(match["clip"], []).append((int(match["i"]), prefix + path.name))
+    return {clip: tuple(rel for _, rel in sorted(pngs)) for clip, pngs in groups.items()}
 
 
 def _is_instruction_list(data: Any) -> bool:

@@ -11,12 +11,15 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from analyze.contract import ModelInfo
+from capture.data.events import check_events, render_event_frames
 from capture.data.sample import FramePick, Modality, RawSample
 from capture.generation import GenerationSettings
+from capture.models import hf
 from capture.models.hf import Generated, generate_new_ids
 
 Inputs = dict[str, Any]
@@ -60,7 +63,6 @@ class ModelAdapter(ABC):
     model: nn.Module
     spec: ModelSpec
     weights_source: str
-    # Extra generate() arguments every call gets (capture.settings: the KV cache, no auto-compile).
 
     @classmethod
     @abstractmethod
@@ -99,6 +101,21 @@ class ModelAdapter(ABC):
     @abstractmethod
     def prefill_tokens(self, inputs: Inputs) -> int:
         """The prompt's length in tokens with the vision tokens expanded (what prefill runs on)."""
+
+    def set_up_generation(self, tokenizer: Any) -> None:
+        """Pad with the tokenizer's pad token (its end-of-sequence token where it has none) and
+        run the attention kernel ``spec.attn_implementation`` names: call once ``model`` is set."""
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.model.generation_config.pad_token_id = pad
+        hf.set_attn_implementation(self.model, self.spec.attn_implementation)
+
+    def frames_for(self, raw: RawSample) -> list[np.ndarray]:
+        """The sample's frames: as loaded (camera frames or pre-rendered event frames), or the
+        event stream, checked, drawn as ``raw.n_frames`` frames."""
+        if raw.events is not None:
+            check_events(raw.events, raw.sensor_hw, f"sample {raw.sample_id}")
+            return render_event_frames(raw.events, raw.sensor_hw, raw.n_frames)
+        return raw.frames
 
     def generate(
         self, inputs: Inputs, settings: GenerationSettings, *, seed: int | None = None, **extra: Any

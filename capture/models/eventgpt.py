@@ -27,7 +27,7 @@ import torch
 from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, PreTrainedTokenizerBase
 
 from analyze.errors import first_line
-from capture.data.events import EVENTGPT_N_CHUNKS, check_events, render_event_frames
+from capture.data.events import EVENTGPT_N_CHUNKS
 from capture.data.sample import Modality, RawSample
 from capture.errors import CaptureError
 from capture.models import hf, meta_build
@@ -203,9 +203,7 @@ class EventGPTAdapter(ModelAdapter):
         self.tokenizer = tokenizer
         self.image_processor = clip_image_processor(image_size)
         self.weights_source = weights_source
-        pad = tokenizer.pad_token_id
-        model.generation_config.pad_token_id = pad if pad is not None else tokenizer.eos_token_id
-        hf.set_attn_implementation(model, spec.attn_implementation)
+        self.set_up_generation(tokenizer)
 
     @classmethod
     def build(cls, spec: ModelSpec) -> EventGPTAdapter:
@@ -274,12 +272,8 @@ class EventGPTAdapter(ModelAdapter):
     def prepare(self, raw: RawSample) -> Inputs:
         """Events -> N frames (or the pre-rendered event frames) -> CLIP pixels (N, 3, S, S);
         prompt -> ids with the placeholder."""
-        if raw.events is not None:
-            check_events(raw.events, raw.sensor_hw, f"sample {raw.sample_id}")
-            frames = render_event_frames(raw.events, raw.sensor_hw, raw.n_frames)
-        elif raw.frames:
-            frames = raw.frames
-        else:
+        frames = self.frames_for(raw)
+        if not frames:
             raise CaptureError(f"sample {raw.sample_id}: no events; EventGPT needs events or event frames")
         pixels = self.image_processor(
             images=frames, return_tensors="pt", input_data_format="channels_last"

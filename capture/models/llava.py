@@ -32,7 +32,6 @@ from transformers import (
     VideoLlavaForConditionalGeneration,
 )
 
-from capture.data.events import check_events, render_event_frames
 from capture.data.sample import FramePick, Modality, RawSample
 from capture.models import hf, meta_build
 from capture.models.base import Inputs, ModelAdapter, ModelSpec, VisionParts
@@ -106,9 +105,7 @@ class _LlavaFamily(ModelAdapter):
         vision = cfg.vision_config
         self.patches = (vision.image_size // vision.patch_size) ** 2
         self.placeholder_id = int(tokenizer.convert_tokens_to_ids(self.placeholder))
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.model.generation_config.pad_token_id = pad
-        hf.set_attn_implementation(self.model, spec.attn_implementation)
+        self.set_up_generation(tokenizer)
 
     @classmethod
     def build(cls, spec: ModelSpec) -> ModelAdapter:
@@ -163,14 +160,6 @@ class _LlavaFamily(ModelAdapter):
         )
 
     # -- inputs -----------------------------------------------------------------------------
-    def frames_for(self, raw: RawSample) -> list[np.ndarray]:
-        """The sample's frames: as loaded (camera frames or pre-rendered event frames), or the
-        event stream drawn as ``raw.n_frames`` frames."""
-        if raw.events is not None:
-            check_events(raw.events, raw.sensor_hw, f"sample {raw.sample_id}")
-            return render_event_frames(raw.events, raw.sensor_hw, raw.n_frames)
-        return raw.frames
-
     def n_placeholder_tokens(self, n_frames: int) -> int:
         """Tokens one placeholder stands for."""
         raise NotImplementedError
